@@ -1,0 +1,316 @@
+"""Container commands: ps, logs, stop, kill, rm, wait, inspect, commit, export."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+
+import click
+
+from hutch import units
+from hutch.cli.app import App
+from hutch.cli.format import ago, human_duration, parse_time, table, to_json
+from hutch.cli.image import _output
+from hutch.cli.run import remove
+from hutch.errors import HutchError
+
+
+def _states(app: App, containers) -> dict[str, object]:
+    """Return the helper's state for each container, by id."""
+    from hutch.helper.v1 import helper_pb2
+
+    if not containers:
+        return {}
+    request = helper_pb2.GetStatesRequest(ids=[c.id for c in containers])
+    response = app.helper.call("GetStates", request)
+    states = {state.id: state for state in response.states}
+    # A container that the helper does not know (its runtime dir was
+    # cleared, say after a reboot) has ended; state.json says how.
+    for container in containers:
+        state = states.get(container.id)
+        if state is not None and state.status == "unknown":
+            local = container.local_state()
+            state.status = "exited" if local.get("status") in ("running", "exited") else "created"
+            state.exit_code = local.get("exit_code", 0)
+            state.oom_killed = local.get("oom_killed", False)
+            state.started_at = local.get("started_at", "")
+            state.finished_at = local.get("finished_at", "")
+    return states
+
+
+def _status_text(state) -> str:
+    if state.status == "running":
+        started = parse_time(state.started_at)
+        if started is None:
+            return "Up"
+        seconds = (datetime.now(started.tzinfo) - started).total_seconds()
+        return f"Up {human_duration(seconds)}"
+    if state.status == "exited":
+        return f"Exited ({state.exit_code}) {ago(state.finished_at)}".rstrip()
+    return "Created"
+
+
+def _command_text(container) -> str:
+    words = [container.data["Path"], *container.data["Args"]]
+    text = " ".join(words)
+    return f'"{text[:20]}…"' if len(text) > 20 else f'"{text}"'
+
+
+@click.command("ps")
+@click.option("-a", "--all", "show_all", is_flag=True, help="Show all containers, not only running ones.")
+@click.option("-q", "--quiet", is_flag=True, help="Show only container ids.")
+@click.option("--no-trunc", is_flag=True, help="Show full ids.")
+@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", help="Output format.")
+@click.pass_obj
+def ps(app: App, show_all: bool, quiet: bool, no_trunc: bool, output_format: str) -> None:
+    """List containers."""
+    containers = app.containers.all()
+    states = _states(app, containers)
+    shown = [c for c in containers if show_all or states[c.id].status == "running"]
+    if quiet:
+        for container in shown:
+            app.out(container.id if no_trunc else container.id[:12])
+        return
+    if output_format == "json":
+        app.out(to_json([
+            {
+                "Id": c.id,
+                "Names": [c.name],
+                "Image": c.data["ImageName"],
+                "Command": " ".join([c.data["Path"], *c.data["Args"]]),
+                "Created": c.data["Created"],
+                "State": states[c.id].status,
+                "Status": _status_text(states[c.id]),
+                "ExitCode": states[c.id].exit_code,
+            }
+            for c in shown
+        ]))
+        return
+    rows = [
+        [
+            c.id if no_trunc else c.id[:12],
+            c.data["ImageName"],
+            _command_text(c),
+            ago(c.data["Created"]),
+            _status_text(states[c.id]),
+            c.name,
+        ]
+        for c in shown
+    ]
+    app.out(table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"], rows))
+
+
+@click.command("logs")
+@click.argument("container")
+@click.option("-f", "--follow", is_flag=True, help="Keep following new output until the container ends.")
+@click.option("-t", "--timestamps", is_flag=True, help="Show the time of each output chunk.")
+@click.pass_obj
+def logs(app: App, container: str, follow: bool, timestamps: bool) -> None:
+    """Show a container's output, stdout and stderr each on its own stream."""
+    from hutch.helper.v1 import helper_pb2
+
+    record = app.containers.get(container)
+    request = helper_pb2.ReadLogsRequest(id=record.id, follow=follow)
+    stdout, stderr = sys.stdout.buffer, sys.stderr.buffer
+    try:
+        chunks = app.helper.call("ReadLogs", request)
+        for chunk in chunks:
+            target = stderr if chunk.stream == helper_pb2.LogChunk.STREAM_STDERR else stdout
+            if timestamps:
+                stamp = datetime.fromtimestamp(chunk.time_unix_nano / 1e9).astimezone()
+                target.write(stamp.isoformat().encode() + b" ")
+            target.write(chunk.data)
+            target.flush()
+    except HutchError as error:
+        if "no such container" not in error.message:
+            raise
+        _print_log_file(record, stdout, stderr)
+
+
+def _print_log_file(record, stdout, stderr) -> None:
+    """Print the log of a container that the helper no longer tracks."""
+    from hutch_helper.logs import read_records
+
+    try:
+        log = open(record.directory / "log", "rb")
+    except FileNotFoundError:
+        return
+    with log:
+        for entry in read_records(log):
+            (stderr if entry.stream == "stderr" else stdout).write(entry.data)
+
+
+@click.command("stop")
+@click.argument("containers", nargs=-1, required=True)
+@click.option("-t", "--time", "seconds", type=int, default=10, show_default=True, help="Seconds to wait before SIGKILL.")
+@click.pass_obj
+def stop(app: App, containers: tuple[str, ...], seconds: int) -> None:
+    """Stop running containers: the stop signal, then SIGKILL after a timeout."""
+    from hutch.helper.v1 import helper_pb2
+
+    for reference in containers:
+        record = app.containers.get(reference)
+        stop_signal = units.parse_signal(record.data["Config"].get("StopSignal") or "SIGTERM")
+        request = helper_pb2.StopContainerRequest(
+            id=record.id, signal=stop_signal, timeout_seconds=max(seconds, 0)
+        )
+        try:
+            app.helper.call("StopContainer", request)
+        except HutchError as error:
+            if "no such container" not in error.message:
+                raise
+        app.out(reference)
+
+
+@click.command("kill")
+@click.argument("containers", nargs=-1, required=True)
+@click.option("-s", "--signal", "signal_name", default="KILL", show_default=True, help="Signal to send (name or number).")
+@click.pass_obj
+def kill(app: App, containers: tuple[str, ...], signal_name: str) -> None:
+    """Send a signal to running containers."""
+    from hutch.helper.v1 import helper_pb2
+
+    number = units.parse_signal(signal_name)
+    for reference in containers:
+        record = app.containers.get(reference)
+        request = helper_pb2.SignalContainerRequest(id=record.id, signal=number)
+        app.helper.call("SignalContainer", request)
+        app.out(reference)
+
+
+@click.command("rm")
+@click.argument("containers", nargs=-1, required=True)
+@click.option("-f", "--force", is_flag=True, help="Kill the container first if it is running.")
+@click.pass_obj
+def rm(app: App, containers: tuple[str, ...], force: bool) -> None:
+    """Remove containers."""
+    from hutch.helper.v1 import helper_pb2
+
+    for reference in containers:
+        record = app.containers.get(reference)
+        state = _states(app, [record])[record.id]
+        if state.status == "running":
+            if not force:
+                raise HutchError(
+                    f"container {reference} is running; stop it first or use rm -f"
+                )
+            app.helper.call(
+                "StopContainer",
+                helper_pb2.StopContainerRequest(id=record.id, signal=9, timeout_seconds=0),
+            )
+        remove(app, record)
+        app.out(reference)
+
+
+@click.command("wait")
+@click.argument("containers", nargs=-1, required=True)
+@click.pass_obj
+def wait(app: App, containers: tuple[str, ...]) -> None:
+    """Wait until containers end, then print their exit codes."""
+    from hutch.helper.v1 import helper_pb2
+
+    for reference in containers:
+        record = app.containers.get(reference)
+        state = _states(app, [record])[record.id]
+        if state.status == "running":
+            state = app.helper.call("WaitContainer", helper_pb2.WaitContainerRequest(id=record.id))
+        app.out(str(state.exit_code))
+
+
+def _inspect_container(app: App, record) -> dict:
+    state = _states(app, [record])[record.id]
+    data = dict(record.data)
+    data["Image"] = f"sha256:{record.image_id}"
+    data["State"] = {
+        "Status": state.status,
+        "Running": state.status == "running",
+        "Pid": state.pid,
+        "ExitCode": state.exit_code,
+        "OOMKilled": state.oom_killed,
+        "Error": state.error,
+        "StartedAt": state.started_at,
+        "FinishedAt": state.finished_at,
+    }
+    data["LogPath"] = str(record.directory / "log")
+    return data
+
+
+def _inspect_image(image) -> dict:
+    return {
+        "Id": f"sha256:{image.id}",
+        "RepoTags": image.repo_tags,
+        "Created": image.created,
+        "Size": image.size,
+        "Architecture": image.config.get("architecture", ""),
+        "Os": image.config.get("os", ""),
+        "Config": image.config.get("config", {}),
+        "RootFS": {"Type": "layers", "Layers": image.diff_ids},
+    }
+
+
+@click.command("inspect")
+@click.argument("references", nargs=-1, required=True)
+@click.option("--type", "kind", type=click.Choice(["container", "image"]), help="Look only for this kind of object.")
+@click.pass_obj
+def inspect(app: App, references: tuple[str, ...], kind: str | None) -> None:
+    """Show containers or images as JSON."""
+    results = []
+    for reference in references:
+        found = None
+        if kind in (None, "container"):
+            try:
+                found = _inspect_container(app, app.containers.get(reference))
+            except HutchError:
+                if kind == "container":
+                    raise
+        if found is None:
+            try:
+                found = _inspect_image(app.store.image(reference))
+            except HutchError:
+                raise HutchError(f"no such object: {reference}") from None
+        results.append(found)
+    app.out(to_json(results))
+
+
+@click.command("commit")
+@click.argument("container")
+@click.argument("reference", required=False)
+@click.option("-c", "--change", "changes", multiple=True, help="Apply a Dockerfile instruction to the new image.")
+@click.option("-m", "--message", default="", help="Commit message.")
+@click.option("-a", "--author", default="", help="Author of the new image.")
+@click.pass_obj
+def commit(app: App, container: str, reference: str | None, changes: tuple[str, ...], message: str, author: str) -> None:
+    """Make a new image from a container's changes."""
+    record = app.containers.get(container)
+    base = app.store.image(record.image_id)
+    config = record.data["Config"]
+    overrides = {
+        "Env": config["Env"],
+        "Cmd": [record.data["Path"], *record.data["Args"]] if not config.get("Entrypoint") else config.get("Cmd"),
+        "WorkingDir": config["WorkingDir"],
+    }
+    image = app.store.commit(
+        base, record.upper, ref=reference, changes=list(changes), config=overrides,
+        author=author, message=message,
+    )
+    app.out(f"sha256:{image.id}")
+
+
+@click.command("export")
+@click.argument("container")
+@click.option("-o", "--output", help="Write to FILE instead of stdout.")
+@click.pass_obj
+def export(app: App, container: str, output: str | None) -> None:
+    """Write a container's filesystem as a tar archive (stdout by default)."""
+    record = app.containers.get(container)
+    image = app.store.image(record.image_id)
+    stream = _output(output, "an archive")
+    try:
+        app.store.export(image, record.upper, stream)
+        stream.flush()
+    finally:
+        if output not in (None, "-"):
+            stream.close()
+
+
+COMMANDS = [ps, logs, stop, kill, rm, wait, inspect, commit, export]

@@ -1,0 +1,229 @@
+"""`hutch run`: make a container from an image, start it, and follow it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+import click
+
+from hutch import units
+from hutch.cli.app import App
+from hutch.errors import HutchError
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PROXIED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+def _parse_user(text: str) -> tuple[int, int]:
+    """Parse -u UID[:GID]; the name root is accepted as 0."""
+    user, _, group = text.partition(":")
+    numbers = []
+    for part, what in ((user, "user"), (group or user, "group")):
+        if part == "root":
+            numbers.append(0)
+        elif part.isdigit() and int(part) < 2**32 - 1:
+            numbers.append(int(part))
+        else:
+            raise HutchError(
+                f"invalid {what} {part!r} in --user {text!r}: expected a number or root"
+            )
+    return numbers[0], numbers[1]
+
+
+def command_line(image_config: dict[str, Any], entrypoint: str | None, args: tuple[str, ...]) -> list[str]:
+    """Combine Entrypoint and Cmd the way Docker does."""
+    if entrypoint is not None:
+        prefix = [entrypoint] if entrypoint else []
+        return [*prefix, *args]
+    prefix = list(image_config.get("Entrypoint") or [])
+    cmd = list(args) if args else list(image_config.get("Cmd") or [])
+    return [*prefix, *cmd]
+
+
+def container_config(app: App, image, options: dict[str, Any]) -> dict[str, Any]:
+    """Build the container record (Docker's inspect shape) from image and flags."""
+    config = (image.config or {}).get("config") or {}
+    argv = command_line(config, options["entrypoint"], options["command"])
+    if not argv:
+        raise HutchError(f"no command given, and image {options['image']} has no Cmd or Entrypoint")
+    name = options["name"] or app.containers.new_name()
+    hostname = options["hostname"] or ""
+    env = list(config.get("Env") or [])
+    if not any(item.startswith("PATH=") for item in env):
+        env.insert(0, f"PATH={DEFAULT_PATH}")
+    env = units.merge_env(env, units.parse_env(list(options["env"]), dict(os.environ)))
+
+    uid, gid = _parse_user(options["user"] or config.get("User") or "0")
+    memory = units.parse_size(options["memory"], "memory limit") if options["memory"] else 0
+    swap = units.parse_memory_swap(options["memory_swap"], memory) if options["memory_swap"] else 0
+    quota, period = units.parse_cpus(options["cpus"]) if options["cpus"] else (0, 0)
+    if options["pids_limit"] is not None and options["pids_limit"] < 1:
+        raise HutchError(f"invalid --pids-limit {options['pids_limit']}: expected a positive number")
+    if options["cpu_shares"] is not None and not 2 <= options["cpu_shares"] <= 262144:
+        raise HutchError(f"invalid --cpu-shares {options['cpu_shares']}: expected 2 to 262144")
+    workdir = options["workdir"] or config.get("WorkingDir") or "/"
+    if not workdir.startswith("/"):
+        raise HutchError(f"invalid working directory {workdir!r}: it must be an absolute path")
+    return {
+        "Name": name,
+        "Created": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+        "Image": image.id,
+        "ImageName": options["image"],
+        "Path": argv[0],
+        "Args": argv[1:],
+        "Config": {
+            "Hostname": hostname,
+            "User": f"{uid}:{gid}",
+            "Env": env,
+            "Cmd": list(options["command"]) or config.get("Cmd"),
+            "Entrypoint": [options["entrypoint"]] if options["entrypoint"] else config.get("Entrypoint"),
+            "WorkingDir": workdir,
+            "Image": options["image"],
+            "Labels": config.get("Labels") or {},
+            "StopSignal": config.get("StopSignal") or "SIGTERM",
+        },
+        "HostConfig": {
+            "Memory": memory,
+            "MemorySwap": swap,
+            "PidsLimit": options["pids_limit"] or 0,
+            "NanoCpus": round(quota * 1e9 / period) if quota else 0,
+            "CpuQuota": quota,
+            "CpuPeriod": period,
+            "CpuShares": options["cpu_shares"] or 0,
+            "NetworkMode": options["network"],
+            "AutoRemove": options["rm"],
+            "ReadonlyRootfs": options["read_only"],
+        },
+    }
+
+
+def start_request(app: App, container, image):
+    """Build the StartContainer request for CONTAINER from its record."""
+    from hutch.helper.v1 import helper_pb2
+
+    data = container.data
+    host = data["HostConfig"]
+    uid, _, gid = data["Config"]["User"].partition(":")
+    hostname = data["Config"]["Hostname"] or container.id[:12]
+    env = units.merge_env([f"HOSTNAME={hostname}", "HOME=/root"], data["Config"]["Env"])
+    return helper_pb2.StartContainerRequest(
+        id=container.id,
+        state_dir=str(container.directory),
+        lower_dirs=[str(path) for path in reversed(image.layer_dirs)],
+        upper_dir=str(container.upper),
+        work_dir=str(container.work),
+        rootfs=str(container.rootfs),
+        readonly_rootfs=host["ReadonlyRootfs"],
+        argv=[data["Path"], *data["Args"]],
+        env=env,
+        cwd=data["Config"]["WorkingDir"],
+        uid=int(uid),
+        gid=int(gid),
+        hostname=hostname,
+        network=host["NetworkMode"],
+        limits=helper_pb2.Limits(
+            memory_bytes=host["Memory"],
+            memory_swap_bytes=host["MemorySwap"],
+            pids=host["PidsLimit"],
+            cpu_quota_us=host["CpuQuota"],
+            cpu_period_us=host["CpuPeriod"],
+            cpu_shares=host["CpuShares"],
+        ),
+        default_pids_limit=True,
+        remove_when_done=host["AutoRemove"],
+    )
+
+
+def start(app: App, container) -> None:
+    """Start CONTAINER's process through the helper."""
+    image = app.store.image(container.image_id)
+    app.helper.call("StartContainer", start_request(app, container, image))
+
+
+def follow_output(app: App, container_id: str) -> int:
+    """Copy the container's output to ours until it ends; return its exit code."""
+    from hutch.helper.v1 import helper_pb2
+
+    def forward(number: int, frame: object) -> None:
+        try:
+            app.helper.call(
+                "SignalContainer", helper_pb2.SignalContainerRequest(id=container_id, signal=number)
+            )
+        except HutchError:
+            pass
+
+    previous = {number: signal.signal(number, forward) for number in PROXIED_SIGNALS}
+    try:
+        request = helper_pb2.ReadLogsRequest(id=container_id, follow=True)
+        stdout, stderr = sys.stdout.buffer, sys.stderr.buffer
+        for chunk in app.helper.call("ReadLogs", request):
+            target = stderr if chunk.stream == helper_pb2.LogChunk.STREAM_STDERR else stdout
+            target.write(chunk.data)
+            target.flush()
+        state = app.helper.call("WaitContainer", helper_pb2.WaitContainerRequest(id=container_id))
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    return state.exit_code
+
+
+def remove(app: App, container) -> None:
+    """Release CONTAINER from the helper and delete its record and files."""
+    from hutch.helper.v1 import helper_pb2
+
+    try:
+        app.helper.call("ReleaseContainer", helper_pb2.ReleaseContainerRequest(id=container.id))
+    except HutchError as error:
+        if "no such container" not in error.message:
+            raise
+    app.containers.remove(container)
+
+
+@click.command("run", context_settings={"allow_interspersed_args": False})
+@click.argument("image")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.option("-d", "--detach", is_flag=True, help="Run in the background and print the container id.")
+@click.option("--rm", is_flag=True, help="Remove the container when it ends.")
+@click.option("--name", help="Name of the container.")
+@click.option("-e", "--env", multiple=True, help="Set NAME=VALUE (NAME alone takes the host's value).")
+@click.option("-w", "--workdir", help="Working directory inside the container.")
+@click.option("-u", "--user", help="UID[:GID] of the process inside the container.")
+@click.option("--hostname", help="Hostname inside the container (default: the short id).")
+@click.option("--entrypoint", help="Replace the image's Entrypoint.")
+@click.option("-m", "--memory", help="Memory limit in bytes, or with a k, m or g suffix.")
+@click.option("--memory-swap", help="Memory plus swap limit; -1 for unlimited swap.")
+@click.option("--pids-limit", type=int, help="Maximum number of processes (default 2048 where hutch can set it).")
+@click.option("--cpus", help="Number of CPUs, e.g. 0.5 (CFS quota).")
+@click.option("--cpu-shares", type=int, help="Relative CPU weight, 2 to 262144.")
+@click.option("--network", type=click.Choice(["none", "host"]), default="none", help="none: own network namespace with lo only; host: the host's network.")
+@click.option("--read-only", is_flag=True, help="Mount the container's root filesystem read-only.")
+@click.option("-i", "--interactive", is_flag=True, hidden=True)
+@click.option("-t", "--tty", is_flag=True, hidden=True)
+@click.pass_obj
+def run(app: App, **options: Any) -> int:
+    """Run COMMAND in a new container from IMAGE."""
+    if options["tty"] or options["interactive"]:
+        raise HutchError("-i and -t are not supported yet; run without them")
+    image = app.store.image(options["image"])
+    container = app.containers.create(container_config(app, image, options))
+    try:
+        start(app, container)
+    except BaseException:
+        remove(app, container)
+        raise
+    if options["detach"]:
+        app.out(container.id)
+        return 0
+    try:
+        code = follow_output(app, container.id)
+    finally:
+        if options["rm"]:
+            remove(app, container)
+    return code
+
+
+COMMANDS = [run]

@@ -1,0 +1,105 @@
+"""The CLI's connection to hutch-helper, which it starts when none answers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+
+from hutch import paths
+from hutch.errors import HutchError
+from hutch.helper.v1 import helper_pb2, helper_pb2_grpc
+
+START_TIMEOUT_SECONDS = 10.0
+EXIT_CODE_KEY = "hutch-exit-code"
+
+
+class HelperClient:
+    """A stub for the local helper, plus error translation."""
+
+    def __init__(self, socket_file: Path | None = None, *, autostart: bool = True) -> None:
+        self.socket_file = socket_file or paths.socket_path()
+        self.autostart = autostart
+        self._channel: grpc.Channel | None = None
+        self._stub: helper_pb2_grpc.HelperStub | None = None
+
+    @property
+    def stub(self) -> helper_pb2_grpc.HelperStub:
+        if self._stub is None:
+            self._stub = self._connect()
+        return self._stub
+
+    def _open(self) -> helper_pb2_grpc.HelperStub:
+        self._channel = grpc.insecure_channel(f"unix:{self.socket_file}")
+        return helper_pb2_grpc.HelperStub(self._channel)
+
+    def answers(self) -> bool:
+        """Return whether a helper answers on the socket now."""
+        if not self.socket_file.exists():
+            return False
+        try:
+            self._open().GetStatus(helper_pb2.GetStatusRequest(), timeout=2)
+        except grpc.RpcError:
+            return False
+        return True
+
+    def _connect(self) -> helper_pb2_grpc.HelperStub:
+        if self.answers():
+            return helper_pb2_grpc.HelperStub(self._channel)
+        if not self.autostart:
+            raise HutchError(f"no hutch-helper answers on {self.socket_file}")
+        self._start_helper()
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if self.answers():
+                return helper_pb2_grpc.HelperStub(self._channel)
+            time.sleep(0.02)
+        log = self.socket_file.parent / "helper.log"
+        raise HutchError(f"hutch-helper did not start within {START_TIMEOUT_SECONDS:.0f} s; see {log}")
+
+    def _start_helper(self) -> None:
+        runtime = paths.ensure_private_dir(self.socket_file.parent)
+        with open(runtime / "helper.log", "ab") as log:
+            subprocess.Popen(
+                [sys.executable, "-m", "hutch_helper", "--runtime-dir", str(runtime)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                close_fds=True,
+                cwd="/",
+            )
+
+    def call(self, name: str, request, **kwargs):
+        """Call RPC NAME; raise HutchError with the helper's message on failure."""
+        try:
+            return getattr(self.stub, name)(request, **kwargs)
+        except grpc.RpcError as error:
+            raise translate(error) from None
+
+    def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+
+
+def translate(error: grpc.RpcError) -> HutchError:
+    """Turn a gRPC error from the helper into the error a user sees."""
+    code = 125
+    for key, value in error.trailing_metadata() or ():
+        if key == EXIT_CODE_KEY and value.isdigit():
+            code = int(value)
+    details = error.details() or str(error.code())
+    if error.code() == grpc.StatusCode.UNAVAILABLE:
+        return HutchError(f"lost the connection to hutch-helper: {details}")
+    if details.startswith("cgroup-unavailable:"):
+        controllers = details.partition(":")[2]
+        return HutchError(
+            f"the {controllers} limit needs a cgroup that uid {os.geteuid()} cannot write on this "
+            "host; run without the limit, or have an administrator install hutch-cgroup setuid "
+            "(see the README)"
+        )
+    return HutchError(details, code)

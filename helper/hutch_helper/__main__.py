@@ -1,0 +1,5 @@
+import sys
+
+from hutch_helper.server import main
+
+sys.exit(main())

@@ -1,0 +1,188 @@
+"""Check a StartContainer request and turn it into argv for the C programs.
+
+The CLI is not a trust boundary: every field is checked here again, and
+hutch-cgroup checks its own argv once more. The option names come from the
+table in docs/helper-spec.md; tests compare them with `--list-options`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from hutch.helper.v1 import helper_pb2
+
+ID_PATTERN = re.compile(r"[0-9a-f]{64}")
+HOSTNAME_PATTERN = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,62})?")
+ENV_NAME_PATTERN = re.compile(r"[^=\0]+")
+MAX_ARGS = 4096
+MAX_ARG_BYTES = 128 * 1024
+MAX_LAYERS = 128
+DEFAULT_PIDS_LIMIT = 2048
+MIN_MEMORY = 4 * 1024 * 1024
+
+
+class InvalidRequest(ValueError):
+    """A request field is out of range or names a path the helper rejects."""
+
+
+@dataclass
+class Plan:
+    argv: list[str]
+    uses_cgroup: bool
+
+
+def check_id(container_id: str) -> str:
+    if not ID_PATTERN.fullmatch(container_id):
+        raise InvalidRequest(f"invalid container id {container_id!r}: expected 64 hex digits")
+    return container_id
+
+
+def _check_text(value: str, what: str) -> str:
+    if "\0" in value:
+        raise InvalidRequest(f"{what} contains a NUL byte")
+    if len(value.encode()) > MAX_ARG_BYTES:
+        raise InvalidRequest(f"{what} is longer than {MAX_ARG_BYTES} bytes")
+    return value
+
+
+def check_own_dir(path: str, what: str) -> Path:
+    """Check that PATH is an absolute, real directory that this uid owns."""
+    _check_text(path, what)
+    if not os.path.isabs(path):
+        raise InvalidRequest(f"{what} {path!r} is not an absolute path")
+    try:
+        info = os.lstat(path)
+    except OSError as error:
+        raise InvalidRequest(f"{what} {path}: {error.strerror}") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise InvalidRequest(f"{what} {path} is not a directory")
+    if info.st_uid != os.geteuid():
+        raise InvalidRequest(f"{what} {path} is not owned by uid {os.geteuid()}")
+    return Path(path)
+
+
+def _limit_args(limits: helper_pb2.Limits, default_pids: bool, pids_writable: bool) -> list[str]:
+    args: list[str] = []
+    if limits.memory_bytes:
+        if limits.memory_bytes < MIN_MEMORY:
+            raise InvalidRequest("memory limit must be at least 4 MiB")
+        args += ["--memory", str(limits.memory_bytes)]
+    if limits.memory_swap_bytes > 0:
+        if limits.memory_swap_bytes < limits.memory_bytes:
+            raise InvalidRequest("memory+swap limit must not be below the memory limit")
+        args += ["--memory-swap", str(limits.memory_swap_bytes)]
+    pids = limits.pids
+    if not pids and default_pids and pids_writable:
+        pids = DEFAULT_PIDS_LIMIT
+    if pids:
+        if pids < 0:
+            raise InvalidRequest("pids limit must be positive")
+        args += ["--pids", str(pids)]
+    if limits.cpu_quota_us:
+        args += ["--cpu-quota", str(limits.cpu_quota_us)]
+        if limits.cpu_period_us:
+            args += ["--cpu-period", str(limits.cpu_period_us)]
+    if limits.cpu_shares:
+        args += ["--cpu-shares", str(limits.cpu_shares)]
+    return args
+
+
+def _spawn_args(
+    request: helper_pb2.StartContainerRequest, log_fd: int, status_fd: int
+) -> list[str]:
+    args = ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup"]
+    if os.geteuid() != 0:
+        args.append("--unshare-user")
+    if request.network in ("", "none"):
+        args.append("--unshare-net")
+    elif request.network != "host":
+        raise InvalidRequest(f"invalid network {request.network!r}: expected none or host")
+    for name, maps in (("--uid-map", request.uid_maps), ("--gid-map", request.gid_maps)):
+        for idmap in maps:
+            args += [name, f"{idmap.inside}:{idmap.outside}:{idmap.count}"]
+
+    args += ["--rootfs", str(check_own_dir(request.rootfs, "rootfs"))]
+    if len(request.lower_dirs) > MAX_LAYERS:
+        raise InvalidRequest(f"too many layers: {len(request.lower_dirs)} (at most {MAX_LAYERS})")
+    if request.lower_dirs:
+        for lower in request.lower_dirs:
+            args += ["--overlay-lower", str(check_own_dir(lower, "layer"))]
+        args += ["--overlay-upper", str(check_own_dir(request.upper_dir, "upper dir"))]
+        args += ["--overlay-work", str(check_own_dir(request.work_dir, "work dir"))]
+    if request.readonly_rootfs:
+        args.append("--readonly-rootfs")
+
+    if request.hostname:
+        if not HOSTNAME_PATTERN.fullmatch(request.hostname):
+            raise InvalidRequest(f"invalid hostname {request.hostname!r}")
+        args += ["--hostname", request.hostname]
+    cwd = request.cwd or "/"
+    if not cwd.startswith("/"):
+        raise InvalidRequest(f"working directory {cwd!r} is not an absolute path")
+    args += ["--cwd", _check_text(cwd, "working directory")]
+    args += ["--uid", str(request.uid), "--gid", str(request.gid)]
+    for variable in request.env:
+        name, equals, _ = variable.partition("=")
+        if not equals or not ENV_NAME_PATTERN.fullmatch(name):
+            raise InvalidRequest(f"invalid environment variable {variable!r}: expected NAME=VALUE")
+        args += ["--env", _check_text(variable, "environment variable")]
+    args += ["--log-fd", str(log_fd), "--status-fd", str(status_fd)]
+
+    if not request.argv:
+        raise InvalidRequest("no command given")
+    if len(request.argv) > MAX_ARGS:
+        raise InvalidRequest(f"too many arguments: {len(request.argv)} (at most {MAX_ARGS})")
+    for arg in request.argv:
+        _check_text(arg, "command argument")
+    return [*args, "--", *request.argv]
+
+
+def build(
+    request: helper_pb2.StartContainerRequest,
+    libexec: Path,
+    writable_controllers: set[str],
+    *,
+    log_fd: int,
+    status_fd: int,
+) -> Plan:
+    """Return the argv that starts the container REQUEST describes.
+
+    LOG_FD and STATUS_FD are the descriptors that the process will inherit
+    for hutch-spawn's --log-fd and --status-fd.
+    """
+    check_id(request.id)
+    spawn_args = _spawn_args(request, log_fd, status_fd)
+    limit_args = _limit_args(
+        request.limits, request.default_pids_limit, "pids" in writable_controllers
+    )
+    needed = _needed_controllers(request.limits)
+    missing = sorted(needed - writable_controllers)
+    if missing:
+        raise CgroupUnavailable(missing)
+    if limit_args:
+        argv = [str(libexec / "hutch-cgroup"), "--id", request.id, *limit_args, "--", *spawn_args]
+        return Plan(argv, uses_cgroup=True)
+    return Plan([str(libexec / "hutch-spawn"), *spawn_args], uses_cgroup=False)
+
+
+def _needed_controllers(limits: helper_pb2.Limits) -> set[str]:
+    needed = set()
+    if limits.memory_bytes or limits.memory_swap_bytes > 0:
+        needed.add("memory")
+    if limits.pids:
+        needed.add("pids")
+    if limits.cpu_quota_us or limits.cpu_shares:
+        needed.add("cpu")
+    return needed
+
+
+class CgroupUnavailable(Exception):
+    """A limit was requested for a controller this user cannot write."""
+
+    def __init__(self, controllers: list[str]) -> None:
+        super().__init__(", ".join(controllers))
+        self.controllers = controllers

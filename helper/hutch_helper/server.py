@@ -1,0 +1,262 @@
+"""The hutch-helper gRPC server on a private unix socket."""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import functools
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+
+from hutch import paths
+from hutch.errors import HutchError
+from hutch.helper.v1 import helper_pb2, helper_pb2_grpc
+from hutch_helper import __version__, plan
+from hutch_helper.containers import Manager, StartFailed, UnknownContainer
+from hutch_helper.logs import LogFormatError, read_records
+
+logger = logging.getLogger("hutch_helper")
+
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+MAX_WORKERS = 64
+EXIT_CODE_KEY = "hutch-exit-code"
+STREAMS = {"stdout": helper_pb2.LogChunk.STREAM_STDOUT, "stderr": helper_pb2.LogChunk.STREAM_STDERR}
+
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> None:
+    logger.info("rejected request: %s", message)
+    context.abort(code, message)
+
+
+def mapped_errors(method: Handler) -> Handler:
+    """Turn the helper's exceptions into gRPC status codes, in one place."""
+
+    @functools.wraps(method)
+    def wrapper(self: Service, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except plan.InvalidRequest as error:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        except plan.CgroupUnavailable as error:
+            _abort(context, grpc.StatusCode.FAILED_PRECONDITION, f"cgroup-unavailable:{error}")
+        except StartFailed as error:
+            context.set_trailing_metadata(((EXIT_CODE_KEY, str(error.exit_code)),))
+            _abort(context, grpc.StatusCode.ABORTED, str(error))
+        except UnknownContainer as error:
+            _abort(context, grpc.StatusCode.NOT_FOUND, f"no such container: {error.args[0]}")
+        except FileExistsError as error:
+            _abort(context, grpc.StatusCode.ALREADY_EXISTS, f"container {error} already exists")
+        except ProcessLookupError as error:
+            _abort(context, grpc.StatusCode.FAILED_PRECONDITION, f"container {error} is not running")
+        except (LogFormatError, RuntimeError) as error:
+            _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(error))
+
+    return wrapper  # type: ignore[return-value]
+
+
+class Service(helper_pb2_grpc.HelperServicer):
+    def __init__(self, manager: Manager, stop: Callable[[], None]) -> None:
+        self.manager = manager
+        self._stop = stop
+
+    @mapped_errors
+    def GetStatus(self, request, context):
+        running = sum(1 for r in self.manager.all() if r.status == "running")
+        return helper_pb2.GetStatusResponse(
+            version=__version__,
+            pid=os.getpid(),
+            uid=os.geteuid(),
+            cgroup_layout=self.manager.cgroup_layout,
+            writable_controllers=sorted(self.manager.writable_controllers),
+            running_containers=running,
+        )
+
+    @mapped_errors
+    def Shutdown(self, request, context):
+        logger.info("shutdown requested")
+        threading.Timer(0.1, self._stop).start()
+        return helper_pb2.ShutdownResponse()
+
+    @mapped_errors
+    def StartContainer(self, request, context):
+        record = self.manager.start(request)
+        return helper_pb2.StartContainerResponse(pid=record.pid, started_at=record.started_at)
+
+    @mapped_errors
+    def ReadLogs(self, request, context) -> Iterator[helper_pb2.LogChunk]:
+        record = self.manager.get(plan.check_id(request.id))
+        wanted = {
+            name
+            for name, on in (("stdout", request.stdout), ("stderr", request.stderr))
+            if on or not (request.stdout or request.stderr)
+        }
+        try:
+            log = open(Path(record.state_dir) / "log", "rb")
+        except FileNotFoundError:
+            return
+        with log:
+            records = read_records(
+                log,
+                follow=request.follow,
+                ended=lambda: record.ended.is_set() or not context.is_active(),
+            )
+            for entry in records:
+                if entry.stream in wanted:
+                    yield helper_pb2.LogChunk(
+                        stream=STREAMS[entry.stream],
+                        data=entry.data,
+                        time_unix_nano=entry.time_unix_nano,
+                    )
+
+    @mapped_errors
+    def WaitContainer(self, request, context):
+        record = self.manager.get(plan.check_id(request.id))
+        while not record.ended.wait(0.5):
+            if not context.is_active():
+                break
+        return record.to_proto()
+
+    @mapped_errors
+    def SignalContainer(self, request, context):
+        if not 1 <= request.signal <= 64:
+            raise plan.InvalidRequest(f"invalid signal number {request.signal}")
+        self.manager.signal(plan.check_id(request.id), request.signal)
+        return helper_pb2.SignalContainerResponse()
+
+    @mapped_errors
+    def StopContainer(self, request, context):
+        if not 0 <= request.signal <= 64:
+            raise plan.InvalidRequest(f"invalid signal number {request.signal}")
+        timeout = 10 if request.timeout_seconds < 0 else request.timeout_seconds
+        record = self.manager.stop(plan.check_id(request.id), request.signal, timeout)
+        return record.to_proto()
+
+    @mapped_errors
+    def GetStates(self, request, context):
+        if request.ids:
+            states = []
+            for container_id in request.ids:
+                try:
+                    states.append(self.manager.get(container_id).to_proto())
+                except UnknownContainer:
+                    states.append(helper_pb2.ContainerState(id=container_id, status="unknown"))
+        else:
+            states = [record.to_proto() for record in self.manager.all()]
+        return helper_pb2.GetStatesResponse(states=states)
+
+    @mapped_errors
+    def ReleaseContainer(self, request, context):
+        self.manager.release(plan.check_id(request.id))
+        return helper_pb2.ReleaseContainerResponse()
+
+
+def _socket_answers(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def create_server(
+    socket_file: Path, manager: Manager
+) -> tuple[grpc.Server, threading.Event]:
+    """Bind the service to SOCKET_FILE; return the server and its stop event."""
+    stopped = threading.Event()
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=MAX_WORKERS),
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ],
+    )
+
+    def stop() -> None:
+        server.stop(grace=1).wait()
+        stopped.set()
+
+    helper_pb2_grpc.add_HelperServicer_to_server(Service(manager, stop), server)
+    if socket_file.exists() or socket_file.is_symlink():
+        socket_file.unlink()
+    old_umask = os.umask(0o177)
+    try:
+        server.add_insecure_port(f"unix:{socket_file}")
+    finally:
+        os.umask(old_umask)
+    return server, stopped
+
+
+def serve(runtime: Path) -> int:
+    paths.ensure_private_dir(runtime)
+    lock = open(runtime / "helper.lock", "a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        logger.info("another hutch-helper holds %s; exiting", runtime / "helper.lock")
+        return 0
+    socket_file = runtime / paths.SOCKET_NAME
+    if _socket_answers(socket_file):
+        logger.info("a helper already answers on %s; exiting", socket_file)
+        return 0
+    manager = Manager(paths.libexec_dir(), runtime / "containers")
+    manager.recover()
+    server, stopped = create_server(socket_file, manager)
+    server.start()
+    logger.info("hutch-helper %s listening on %s (pid %d)", __version__, socket_file, os.getpid())
+
+    def on_signal(number: int, frame: object) -> None:
+        logger.info("received signal %d; stopping", number)
+        threading.Thread(target=lambda: (server.stop(grace=1).wait(), stopped.set())).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stopped.wait(1):
+        pass
+    try:
+        socket_file.unlink()
+    except FileNotFoundError:
+        pass
+    logger.info("hutch-helper stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="hutch-helper", description="Serve hutch's container processes over gRPC."
+    )
+    parser.add_argument(
+        "--runtime-dir",
+        type=Path,
+        help="directory of the socket and records (default: $XDG_RUNTIME_DIR/hutch, "
+        "/run/hutch for root)",
+    )
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    try:
+        return serve(args.runtime_dir or paths.runtime_dir())
+    except HutchError as error:
+        print(f"hutch-helper: {error}", file=sys.stderr)
+        return 125
+
+
+if __name__ == "__main__":
+    sys.exit(main())

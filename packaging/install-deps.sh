@@ -1,0 +1,17 @@
+#!/bin/sh
+# Install the Debian packages that hutch and its tests need (run as root).
+# hutch itself needs only python3, a C compiler and make; the rest are the
+# real peers and inputs of the tests: podman and skopeo (archive interop),
+# busybox-static (the test image), debootstrap (the benchmark image), uidmap
+# (newuidmap/newgidmap), attr, tmux and util-linux tools.
+set -eu
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps.sh: run as root (it calls apt-get)" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends \
+    python3 python3-venv python3-dev gcc libc6-dev make \
+    podman skopeo runc busybox-static debootstrap uidmap attr tmux \
+    util-linux procps iproute2 ca-certificates >/dev/null

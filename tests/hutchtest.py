@@ -1,0 +1,69 @@
+"""Drive the real hutch CLI in a subprocess with a private store and helper."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import User, libexec_dir
+
+
+class Hutch:
+    """The hutch CLI with its own store and runtime dir, as root or as USER."""
+
+    def __init__(self, store: Path, runtime: Path, user: User | None = None) -> None:
+        self.store = store
+        self.runtime = runtime
+        self.user = user
+
+    def env(self) -> dict[str, str]:
+        env = {
+            "HUTCH_STORE": str(self.store),
+            "HUTCH_RUNTIME_DIR": str(self.runtime),
+            "HUTCH_LIBEXEC": str(libexec_dir()),
+        }
+        if "PYTHONPATH" in os.environ:
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+        return env
+
+    def argv(self, args: list[str]) -> list[str]:
+        return [sys.executable, "-m", "hutch", *args]
+
+    def run(
+        self, *args: str, input: bytes | None = None, timeout: float = 120, check: bool = False
+    ) -> subprocess.CompletedProcess[bytes]:
+        if self.user is None:
+            env = {**os.environ, **self.env()}
+            command = self.argv(list(args))
+        else:
+            env = None
+            command = self.user.command(
+                ["env", *[f"{k}={v}" for k, v in self.env().items()], *self.argv(list(args))]
+            )
+        result = subprocess.run(
+            command,
+            input=input,
+            capture_output=True,
+            timeout=timeout,
+            env=env,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"hutch {' '.join(args)} exited {result.returncode}: "
+                f"{result.stderr.decode(errors='replace')}"
+            )
+        return result
+
+    def out(self, *args: str, **kwargs) -> str:
+        """Run hutch, require exit 0, and return stdout as text."""
+        return self.run(*args, check=True, **kwargs).stdout.decode()
+
+    def cleanup(self) -> None:
+        """Remove every container and stop the helper."""
+        listing = self.run("ps", "-aq", "--no-trunc")
+        for container_id in listing.stdout.decode().split():
+            self.run("rm", "-f", container_id)
+        self.run("helper", "stop")
