@@ -12,12 +12,12 @@ import json
 import os
 import re
 import secrets
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hutch.errors import HutchError
+from hutch.store.layout import remove_tree
 
 NAME_PATTERN = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")
 ADJECTIVES = (
@@ -150,17 +150,3 @@ class ContainerStore:
         # half-deleted container that still lists.
         (container.directory / "config.json").unlink(missing_ok=True)
         remove_tree(container.directory)
-
-
-def remove_tree(path: Path) -> None:
-    """Remove PATH, making directories writable where the container left them read-only."""
-
-    def retry(function, name, excinfo):  # type: ignore[no-untyped-def]
-        parent = os.path.dirname(name)
-        try:
-            os.chmod(parent, 0o700)
-            function(name)
-        except OSError:
-            pass
-
-    shutil.rmtree(path, onerror=retry)

@@ -18,12 +18,12 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
-from hutch.containers import remove_tree
 from hutch.helper.v1 import helper_pb2
+from hutch.store.layout import remove_tree
 from hutch_helper import plan
 
 logger = logging.getLogger(__name__)
@@ -78,8 +78,11 @@ class Record:
     pidfd: int = -1
 
     def to_json(self) -> str:
-        data = asdict(self)
-        del data["ended"], data["pidfd"]
+        data = {
+            item.name: getattr(self, item.name)
+            for item in fields(self)
+            if item.name not in ("ended", "pidfd")
+        }
         return json.dumps(data, indent=1)
 
     def to_proto(self) -> helper_pb2.ContainerState:
@@ -281,7 +284,22 @@ class Manager:
         record.monitor_pid = process.pid
         record.monitor_start_time = _process_start_time(process.pid)
         logger.debug("started %s: %s", record.id[:12], argv.argv)
+        try:
+            self._await_start(record, process, state_dir)
+        except StartFailed:
+            raise
+        except BaseException:
+            # Never leave a container running that no record describes.
+            process.kill()
+            process.wait()
+            if record.uses_cgroup:
+                self._remove_cgroup(record.id)
+            raise
 
+    def _await_start(
+        self, record: Record, process: subprocess.Popen[bytes], state_dir: Path
+    ) -> None:
+        status_path = state_dir / "status"
         pid = self._wait_for_pid(status_path, process)
         if pid is None:
             code = process.wait()

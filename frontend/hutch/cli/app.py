@@ -33,7 +33,7 @@ class App:
     def containers(self):  # -> hutch.containers.ContainerStore
         from hutch.containers import ContainerStore
 
-        return ContainerStore(self.store.root / "containers")
+        return ContainerStore(self.store.layout.root / "containers")
 
     @functools.cached_property
     def helper(self):  # -> hutch.client.HelperClient

@@ -1,0 +1,389 @@
+/*
+ * hutch-spawn: run one program in new namespaces on a prepared root filesystem.
+ *
+ * main() parses argv against a closed option table into a spawn_plan,
+ * validates it, clones the container process and becomes its monitor.
+ * The program is never setuid: a user namespace gives it what it needs.
+ */
+#define _GNU_SOURCE
+#include "spawn.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/auxv.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+const char *program_name = "hutch-spawn";
+
+/* --- option table --- */
+
+#define FLAG_OPTION(field)                                                            \
+	static int set_##field(void *p, const char *v, struct hutch_error *e)          \
+	{                                                                              \
+		(void)v;                                                               \
+		(void)e;                                                               \
+		((struct spawn_plan *)p)->field = true;                                \
+		return 0;                                                              \
+	}
+
+FLAG_OPTION(unshare_user)
+FLAG_OPTION(unshare_pid)
+FLAG_OPTION(unshare_net)
+FLAG_OPTION(unshare_ipc)
+FLAG_OPTION(unshare_uts)
+FLAG_OPTION(unshare_cgroup)
+FLAG_OPTION(readonly_rootfs)
+
+/* Parse "IN:OUT:COUNT" with COUNT >= 1 and neither range passing 2^32 - 1. */
+static int parse_id_map(const char *text, struct id_map *map)
+{
+	char buf[64];
+	char *fields[3];
+	char *rest = buf;
+	uint64_t values[3];
+
+	if (strlen(text) >= sizeof(buf))
+		return -1;
+	strcpy(buf, text);
+	for (int i = 0; i < 3; i++) {
+		fields[i] = strsep(&rest, ":");
+		if (fields[i] == NULL || parse_u64(fields[i], UINT32_MAX, &values[i]) < 0)
+			return -1;
+	}
+	if (rest != NULL || values[2] == 0)
+		return -1;
+	if (values[0] + values[2] - 1 > UINT32_MAX - 1 || values[1] + values[2] - 1 > UINT32_MAX - 1)
+		return -1;
+	map->inside = (uint32_t)values[0];
+	map->outside = (uint32_t)values[1];
+	map->count = (uint32_t)values[2];
+	return 0;
+}
+
+static int add_id_map(struct id_map *maps, size_t *count, const char *opt, const char *value,
+		      struct hutch_error *err)
+{
+	if (*count >= MAX_ID_MAPS)
+		return err_msg(err, "too many %s options (maximum %d)", opt, MAX_ID_MAPS);
+	if (parse_id_map(value, &maps[*count]) < 0)
+		return err_msg(err, "invalid %s `%s`: expected IN:OUT:COUNT", opt, value);
+	(*count)++;
+	return 0;
+}
+
+static int set_uid_map(void *p, const char *v, struct hutch_error *e)
+{
+	struct spawn_plan *plan = p;
+
+	return add_id_map(plan->uid_maps, &plan->uid_map_count, "--uid-map", v, e);
+}
+
+static int set_gid_map(void *p, const char *v, struct hutch_error *e)
+{
+	struct spawn_plan *plan = p;
+
+	return add_id_map(plan->gid_maps, &plan->gid_map_count, "--gid-map", v, e);
+}
+
+/* Directories must be absolute; hutch-helper always passes absolute paths. */
+static int check_abs_path(const char *opt, const char *value, struct hutch_error *err)
+{
+	if (value[0] != '/')
+		return err_msg(err, "invalid %s `%s`: expected an absolute path", opt, value);
+	return 0;
+}
+
+#define PATH_OPTION(field, opt)                                                        \
+	static int set_##field(void *p, const char *v, struct hutch_error *e)           \
+	{                                                                               \
+		struct spawn_plan *plan = p;                                            \
+		if (plan->field != NULL)                                                \
+			return err_msg(e, "option `%s` given twice", opt);              \
+		if (check_abs_path(opt, v, e) < 0)                                      \
+			return -1;                                                      \
+		plan->field = v;                                                        \
+		return 0;                                                               \
+	}
+
+PATH_OPTION(rootfs, "--rootfs")
+PATH_OPTION(upper, "--overlay-upper")
+PATH_OPTION(work, "--overlay-work")
+PATH_OPTION(cwd, "--cwd")
+
+static int set_lower(void *p, const char *v, struct hutch_error *e)
+{
+	struct spawn_plan *plan = p;
+
+	if (plan->lower_count >= MAX_LOWER_DIRS)
+		return err_msg(e, "too many --overlay-lower options (maximum %d)", MAX_LOWER_DIRS);
+	if (check_abs_path("--overlay-lower", v, e) < 0)
+		return -1;
+	plan->lower[plan->lower_count++] = v;
+	return 0;
+}
+
+/* A hostname is 1..64 bytes of letters, digits, '-' and '.', as sethostname(2) accepts. */
+static int set_hostname(void *p, const char *v, struct hutch_error *e)
+{
+	struct spawn_plan *plan = p;
+	size_t len = strlen(v);
+
+	if (len == 0 || len > 64 || strspn(v, "abcdefghijklmnopqrstuvwxyz"
+				     "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") != len)
+		return err_msg(e, "invalid --hostname `%s`: expected 1 to 64 of [A-Za-z0-9.-]", v);
+	plan->hostname = v;
+	return 0;
+}
+
+static int set_env(void *p, const char *v, struct hutch_error *e)
+{
+	struct spawn_plan *plan = p;
+	const char *eq = strchr(v, '=');
+
+	if (eq == NULL || eq == v)
+		return err_msg(e, "invalid --env `%s`: expected NAME=VALUE", v);
+	if (plan->env_count >= MAX_ENV)
+		return err_msg(e, "too many --env options (maximum %d)", MAX_ENV);
+	plan->env[plan->env_count++] = (char *)v;
+	return 0;
+}
+
+static int parse_id(const char *opt, const char *v, uint32_t *out, struct hutch_error *e)
+{
+	uint64_t value;
+
+	/* 2^32 - 1 is (uid_t)-1, which the set*id calls read as "unchanged". */
+	if (parse_u64(v, UINT32_MAX - 1, &value) < 0)
+		return err_msg(e, "invalid %s `%s`: expected 0 to 4294967294", opt, v);
+	*out = (uint32_t)value;
+	return 0;
+}
+
+static int set_uid(void *p, const char *v, struct hutch_error *e)
+{
+	return parse_id("--uid", v, &((struct spawn_plan *)p)->uid, e);
+}
+
+static int set_gid(void *p, const char *v, struct hutch_error *e)
+{
+	return parse_id("--gid", v, &((struct spawn_plan *)p)->gid, e);
+}
+
+/* An inherited fd above 2 that is open; the monitor keeps it, the container never sees it. */
+static int parse_fd(const char *opt, const char *v, int *out, struct hutch_error *e)
+{
+	uint64_t value;
+
+	if (parse_u64(v, 1 << 20, &value) < 0 || value < 3)
+		return err_msg(e, "invalid %s `%s`: expected an fd number above 2", opt, v);
+	if (fcntl((int)value, F_GETFD) < 0)
+		return err_sys(e, errno, "fcntl", v);
+	*out = (int)value;
+	return 0;
+}
+
+static int set_log_fd(void *p, const char *v, struct hutch_error *e)
+{
+	return parse_fd("--log-fd", v, &((struct spawn_plan *)p)->log_fd, e);
+}
+
+static int set_status_fd(void *p, const char *v, struct hutch_error *e)
+{
+	return parse_fd("--status-fd", v, &((struct spawn_plan *)p)->status_fd, e);
+}
+
+static const struct option_def spawn_options[] = {
+	{ "--unshare-user", false, set_unshare_user },
+	{ "--unshare-pid", false, set_unshare_pid },
+	{ "--unshare-net", false, set_unshare_net },
+	{ "--unshare-ipc", false, set_unshare_ipc },
+	{ "--unshare-uts", false, set_unshare_uts },
+	{ "--unshare-cgroup", false, set_unshare_cgroup },
+	{ "--uid-map", true, set_uid_map },
+	{ "--gid-map", true, set_gid_map },
+	{ "--rootfs", true, set_rootfs },
+	{ "--overlay-lower", true, set_lower },
+	{ "--overlay-upper", true, set_upper },
+	{ "--overlay-work", true, set_work },
+	{ "--readonly-rootfs", false, set_readonly_rootfs },
+	{ "--hostname", true, set_hostname },
+	{ "--cwd", true, set_cwd },
+	{ "--env", true, set_env },
+	{ "--uid", true, set_uid },
+	{ "--gid", true, set_gid },
+	{ "--log-fd", true, set_log_fd },
+	{ "--status-fd", true, set_status_fd },
+};
+
+#define SPAWN_OPTION_COUNT (sizeof(spawn_options) / sizeof(spawn_options[0]))
+
+/* Cross-option checks that the table entries cannot make one at a time. */
+static int validate_plan(struct spawn_plan *plan, struct hutch_error *err)
+{
+	if (plan->argv == NULL || plan->argv[0] == NULL)
+		return err_msg(err, "missing PROGRAM after `--`");
+	if (plan->rootfs == NULL)
+		return err_msg(err, "missing --rootfs");
+	if ((plan->upper == NULL) != (plan->work == NULL))
+		return err_msg(err, "--overlay-upper and --overlay-work must be given together");
+	if (plan->upper != NULL && plan->lower_count == 0)
+		return err_msg(err, "--overlay-upper needs at least one --overlay-lower");
+	if (plan->hostname != NULL && !plan->unshare_uts)
+		return err_msg(err, "--hostname needs --unshare-uts");
+	if (plan->log_fd >= 0 && plan->log_fd == plan->status_fd)
+		return err_msg(err, "--log-fd and --status-fd must differ");
+
+	/* Without privilege in the caller's namespace, only a user namespace gives the mounts. */
+	if (plan->real_uid != 0)
+		plan->unshare_user = true;
+	if (!plan->unshare_user && (plan->uid_map_count > 0 || plan->gid_map_count > 0))
+		return err_msg(err, "--uid-map and --gid-map need --unshare-user");
+	/* The kernel lets an unprivileged caller write gid_map only after setgroups "deny". */
+	plan->setgroups_denied = plan->unshare_user && plan->real_uid != 0 &&
+				 plan->gid_map_count == 0;
+	if (plan->cwd == NULL)
+		plan->cwd = "/";
+	return 0;
+}
+
+/* hutch-spawn is never installed setuid, setgid or with file capabilities. */
+static void reject_privileged_exec(void)
+{
+	uid_t ruid, euid, suid;
+	gid_t rgid, egid, sgid;
+
+	if (getauxval(AT_SECURE) != 0)
+		die_usage("refusing to run setuid, setgid or with file capabilities");
+	if (getresuid(&ruid, &euid, &suid) < 0 || getresgid(&rgid, &egid, &sgid) < 0)
+		die_usage("getresuid: %s", strerror(errno));
+	if (ruid != euid || ruid != suid || rgid != egid || rgid != sgid)
+		die_usage("refusing to run with effective ids that differ from the real ids");
+}
+
+static int make_pipe(int fds[2], int flags, struct hutch_error *err)
+{
+	if (pipe2(fds, flags) < 0)
+		return err_sys(err, errno, "pipe2", NULL);
+	return 0;
+}
+
+static int make_pipes(const struct spawn_plan *plan, struct spawn_pipes *pipes,
+		      struct hutch_error *err)
+{
+	if (make_pipe(pipes->sync, O_CLOEXEC, err) < 0 || make_pipe(pipes->error, O_CLOEXEC, err) < 0)
+		return -1;
+	if (plan->log_fd < 0)
+		return 0;
+	/* Only the child's ends lose CLOEXEC, when it dup2()s them onto 1 and 2. */
+	if (make_pipe(pipes->out, O_CLOEXEC, err) < 0 || make_pipe(pipes->err, O_CLOEXEC, err) < 0)
+		return -1;
+	return 0;
+}
+
+/* Kill and reap the child after a setup failure in the parent. */
+static void abort_child(pid_t child)
+{
+	kill(child, SIGKILL);
+	while (waitpid(child, NULL, 0) < 0 && errno == EINTR)
+		;
+}
+
+/*
+ * Wait for the child to exec. The error pipe is CLOEXEC, so EOF means the
+ * exec succeeded; a whole struct means a step failed and says which.
+ * Returns 0 after a successful exec or the exit code to use.
+ */
+static int wait_for_exec(struct spawn_pipes *pipes, pid_t child)
+{
+	struct hutch_error child_err = { 0 };
+	ssize_t n = read_retry(pipes->error[0], &child_err, sizeof(child_err));
+
+	close_fd(&pipes->error[0]);
+	if (n == 0)
+		return 0;
+	while (waitpid(child, NULL, 0) < 0 && errno == EINTR)
+		;
+	if (n != (ssize_t)sizeof(child_err)) {
+		struct hutch_error err = { 0 };
+
+		err_msg(&err, "container process ended during setup without a message");
+		err_print(&err);
+		return EXIT_SETUP;
+	}
+	child_err.msg[sizeof(child_err.msg) - 1] = '\0';
+	err_print(&child_err);
+	if (child_err.exit_code < EXIT_SETUP || child_err.exit_code > EXIT_NOT_FOUND)
+		return EXIT_SETUP;
+	return child_err.exit_code;
+}
+
+int main(int argc, char **argv)
+{
+	struct spawn_plan plan = { .log_fd = -1, .status_fd = -1 };
+	struct spawn_pipes pipes = { { -1, -1 }, { -1, -1 }, { -1, -1 }, { -1, -1 } };
+	struct hutch_error err = { 0 };
+	sigset_t blocked;
+	int program_index, code;
+	pid_t child;
+
+	if (argc == 2 && strcmp(argv[1], "--list-options") == 0) {
+		print_option_names(spawn_options, SPAWN_OPTION_COUNT);
+		return 0;
+	}
+	reject_privileged_exec();
+	if (ensure_stdio(&err) < 0)
+		goto fail;
+
+	program_index = parse_options(argc, argv, spawn_options, SPAWN_OPTION_COUNT, &plan, &err);
+	if (program_index < 0)
+		goto fail;
+	plan.argv = argv + program_index;
+	plan.real_uid = getuid();
+	plan.real_gid = getgid();
+	if (validate_plan(&plan, &err) < 0)
+		goto fail;
+
+	/* Blocked before clone() so that no signal is lost; the child unblocks before exec. */
+	monitor_signals(&blocked);
+	if (sigprocmask(SIG_BLOCK, &blocked, NULL) < 0) {
+		err_sys(&err, errno, "sigprocmask", NULL);
+		goto fail;
+	}
+	if (make_pipes(&plan, &pipes, &err) < 0)
+		goto fail;
+
+	child = spawn_clone(&plan, &pipes, &err);
+	if (child < 0)
+		goto fail;
+	close_fd(&pipes.sync[0]);
+	close_fd(&pipes.error[1]);
+	close_fd(&pipes.out[1]);
+	close_fd(&pipes.err[1]);
+
+	if (plan.unshare_user && write_id_maps(&plan, child, &err) < 0) {
+		abort_child(child);
+		goto fail;
+	}
+	if (write_all(pipes.sync[1], "1", 1) < 0) {
+		err_sys(&err, errno, "write", "sync pipe");
+		abort_child(child);
+		goto fail;
+	}
+	close_fd(&pipes.sync[1]);
+
+	code = wait_for_exec(&pipes, child);
+	if (code != 0)
+		return code;
+	prctl(PR_SET_NAME, "hutch-monitor", 0, 0, 0);
+	return run_monitor(&plan, &pipes, child);
+
+fail:
+	err_print(&err);
+	return EXIT_SETUP;
+}
