@@ -1,4 +1,4 @@
-"""The CLI's connection to hutch-helper, which it starts when none answers."""
+"""The CLI's connection to hutch-helper, which it starts when none responds."""
 
 from __future__ import annotations
 
@@ -30,33 +30,29 @@ class HelperClient:
     @property
     def stub(self) -> helper_pb2_grpc.HelperStub:
         if self._stub is None:
-            self._stub = self._connect()
+            self._channel = grpc.insecure_channel(f"unix:{self.socket_file}")
+            self._stub = helper_pb2_grpc.HelperStub(self._channel)
         return self._stub
 
-    def _open(self) -> helper_pb2_grpc.HelperStub:
-        self._channel = grpc.insecure_channel(f"unix:{self.socket_file}")
-        return helper_pb2_grpc.HelperStub(self._channel)
-
     def answers(self) -> bool:
-        """Return whether a helper answers on the socket now."""
+        """Return whether a helper responds on the socket now."""
         if not self.socket_file.exists():
             return False
         try:
-            self._open().GetStatus(helper_pb2.GetStatusRequest(), timeout=2)
+            self.stub.GetStatus(helper_pb2.GetStatusRequest(), timeout=2)
         except grpc.RpcError:
             return False
         return True
 
-    def _connect(self) -> helper_pb2_grpc.HelperStub:
-        if self.answers():
-            return helper_pb2_grpc.HelperStub(self._channel)
-        if not self.autostart:
-            raise HutchError(f"no hutch-helper answers on {self.socket_file}")
+    def _start_and_wait(self) -> None:
         self._start_helper()
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
+            # A channel that failed to connect waits out a backoff before
+            # it tries again, so each attempt gets a new one.
+            self.close()
             if self.answers():
-                return helper_pb2_grpc.HelperStub(self._channel)
+                return
             time.sleep(0.02)
         log = self.socket_file.parent / "helper.log"
         raise HutchError(f"hutch-helper did not start within {START_TIMEOUT_SECONDS:.0f} s; see {log}")
@@ -75,7 +71,18 @@ class HelperClient:
             )
 
     def call(self, name: str, request, **kwargs):
-        """Call RPC NAME; raise HutchError with the helper's message on failure."""
+        """Call RPC NAME; raise HutchError with the helper's message on failure.
+
+        When no helper listens, start one and call again. UNAVAILABLE before
+        any helper responded means the request never reached one, so the
+        second call cannot repeat its effect.
+        """
+        try:
+            return getattr(self.stub, name)(request, **kwargs)
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.UNAVAILABLE or not self.autostart:
+                raise translate(error) from None
+        self._start_and_wait()
         try:
             return getattr(self.stub, name)(request, **kwargs)
         except grpc.RpcError as error:
@@ -84,10 +91,12 @@ class HelperClient:
     def close(self) -> None:
         if self._channel is not None:
             self._channel.close()
+        self._channel = None
+        self._stub = None
 
 
 def translate(error: grpc.RpcError) -> HutchError:
-    """Turn a gRPC error from the helper into the error a user sees."""
+    """Turn a gRPC error from the helper into the HutchError shown to the user."""
     code = 125
     for key, value in error.trailing_metadata() or ():
         if key == EXIT_CODE_KEY and value.isdigit():

@@ -120,7 +120,7 @@ def read_status_file(path: Path) -> dict[str, int]:
 
 
 class Manager:
-    """All containers this helper knows about, by id."""
+    """All containers this helper tracks, by id."""
 
     def __init__(self, libexec: Path, records_dir: Path) -> None:
         self.libexec = libexec
@@ -323,7 +323,7 @@ class Manager:
     def _wait_for_pid(status_path: Path, process: subprocess.Popen[bytes]) -> int | None:
         """Return the pid that the monitor reports, or None if it exited first."""
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        delay = 0.0005
+        delay = 0.0002
         while time.monotonic() < deadline:
             pid = read_status_file(status_path).get("pid")
             if pid:
@@ -331,7 +331,7 @@ class Manager:
             if process.poll() is not None:
                 return read_status_file(status_path).get("pid")
             time.sleep(delay)
-            delay = min(delay * 2, 0.02)
+            delay = min(delay * 2, 0.005)
         process.kill()
         return None
 

@@ -6,7 +6,6 @@ Each record is a text header `S SECONDS.NANOSECONDS LENGTH\n`, where S is
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -42,13 +41,18 @@ def _parse_header(header: bytes) -> tuple[str, int, int]:
 
 
 def read_records(
-    log: BinaryIO, *, follow: bool = False, ended: Callable[[], bool] = lambda: True
+    log: BinaryIO,
+    *,
+    follow: bool = False,
+    wait_ended: Callable[[float], bool] = lambda timeout: True,
 ) -> Iterator[Record]:
     """Yield the records of LOG in order.
 
-    With FOLLOW, wait for more records until ENDED() returns true and the
-    file holds no more complete records. A record cut short at the end of
-    the file is left out (the writer may still be writing it).
+    With FOLLOW, wait for more records until the writer has ended and the
+    file holds no more complete records. WAIT_ENDED(TIMEOUT) blocks for up
+    to TIMEOUT seconds and returns whether the writer has ended, so an end
+    is seen at once. A record cut short at the end of the file is left out
+    (the writer may still be writing it).
     """
     buffer = b""
     while True:
@@ -71,7 +75,5 @@ def read_records(
         if not follow:
             return
         # Once the writer has ended, one more pass drains what it wrote last.
-        if ended():
+        if wait_ended(FOLLOW_POLL_SECONDS):
             follow = False
-            continue
-        time.sleep(FOLLOW_POLL_SECONDS)

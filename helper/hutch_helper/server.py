@@ -110,7 +110,7 @@ class Service(helper_pb2_grpc.HelperServicer):
             records = read_records(
                 log,
                 follow=request.follow,
-                ended=lambda: record.ended.is_set() or not context.is_active(),
+                wait_ended=lambda timeout: record.ended.wait(timeout) or not context.is_active(),
             )
             for entry in records:
                 if entry.stream in wanted:
@@ -211,7 +211,7 @@ def serve(runtime: Path) -> int:
         return 0
     socket_file = runtime / paths.SOCKET_NAME
     if _socket_answers(socket_file):
-        logger.info("a helper already answers on %s; exiting", socket_file)
+        logger.info("a helper already listens on %s; exiting", socket_file)
         return 0
     manager = Manager(paths.libexec_dir(), runtime / "containers")
     manager.recover()
