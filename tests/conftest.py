@@ -17,7 +17,7 @@ BUSYBOX = Path("/bin/busybox")
 
 
 def libexec_dir() -> Path:
-    """Return the directory that holds hutch-spawn and hutch-cgroup."""
+    """Return the directory that contains hutch-spawn and hutch-cgroup."""
     return Path(os.environ.get("HUTCH_LIBEXEC", REPO / "c-helper"))
 
 
@@ -43,7 +43,7 @@ def make_busybox_tree(root: Path) -> Path:
 
 @pytest.fixture
 def busybox_tree(tmp_path: Path) -> Path:
-    """A directory that holds a busybox root filesystem."""
+    """A directory that contains a busybox root filesystem."""
     return make_busybox_tree(tmp_path / "rootfs")
 
 

@@ -1,4 +1,4 @@
-"""Container records: what the CLI knows about each container it created.
+"""Container records: what the CLI stores about each container it created.
 
 A container lives in STORE/containers/ID/: `config.json` (written by the
 CLI, replaced atomically), the overlay dirs `upper/` and `work/`, the mount

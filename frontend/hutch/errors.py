@@ -16,7 +16,7 @@ class ExitCode(enum.IntEnum):
 
 
 class HutchError(Exception):
-    """An error for the user: one line that says what failed and what to do."""
+    """An error for the user: one line that names what failed and what to do."""
 
     def __init__(self, message: str, code: int = ExitCode.HUTCH_ERROR) -> None:
         super().__init__(message)

@@ -1,4 +1,4 @@
-"""Where hutch keeps its socket and finds its C programs."""
+"""Locations of the helper socket and of the C programs."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ PROGRAMS = ("hutch-spawn", "hutch-cgroup")
 
 
 def runtime_dir() -> Path:
-    """Return the private directory that holds the helper's socket.
+    """Return the private directory that contains the helper's socket.
 
     $HUTCH_RUNTIME_DIR wins; otherwise root uses /run/hutch, and a user
     $XDG_RUNTIME_DIR/hutch, or /tmp/hutch-UID when XDG_RUNTIME_DIR is not set.

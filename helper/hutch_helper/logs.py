@@ -49,7 +49,7 @@ def read_records(
     """Yield the records of LOG in order.
 
     With FOLLOW, wait for more records until the writer has ended and the
-    file holds no more complete records. WAIT_ENDED(TIMEOUT) blocks for up
+    file contains no more complete records. WAIT_ENDED(TIMEOUT) blocks for up
     to TIMEOUT seconds and returns whether the writer has ended, so an end
     is seen at once. A record cut short at the end of the file is left out
     (the writer may still be writing it).

@@ -25,7 +25,7 @@ def _states(app: App, containers) -> dict[str, object]:
     response = app.helper.call("GetStates", request)
     states = {state.id: state for state in response.states}
     # A container that the helper does not know (its runtime dir was
-    # cleared, say after a reboot) has ended; state.json says how.
+    # cleared, say after a reboot) has ended, and state.json records how.
     for container in containers:
         state = states.get(container.id)
         if state is not None and state.status == "unknown":

@@ -211,6 +211,8 @@ class LayerExtractor:
             self._set_xattrs(fd, member)
         finally:
             os.close(fd)
+        if not self.privileged:
+            self._note_owner(member)
         self._directories["/".join(parts)] = _DirectoryMetadata(
             member.mode & 0o7777, member.uid, member.gid, _mtime_ns(member)
         )
