@@ -308,3 +308,28 @@ def test_container_survives_helper_restart(hutch: Hutch, image: str):
     assert container_id[:12] in hutch.out("ps")
     assert hutch.out("wait", container_id).strip() == "4"
     assert hutch.out("logs", container_id) == "before\nafter\n"
+
+
+def test_network_host_shares_namespace(hutch: Hutch, image: str):
+    inside = hutch.out("run", "--rm", "--network", "host", image, "readlink", "/proc/self/ns/net")
+    assert inside.strip() == os.readlink("/proc/self/ns/net")
+
+
+def _hostile_tar(path: Path) -> None:
+    with tarfile.open(path, "w") as tar:
+        member = tarfile.TarInfo("../escaped")
+        member.size = 4
+        tar.addfile(member, io.BytesIO(b"evil"))
+
+
+def test_import_of_climbing_member_is_rejected(hutch: Hutch, tmp_path: Path):
+    archive = tmp_path / "hostile.tar"
+    _hostile_tar(archive)
+    hutch.out("images")
+    before = store_listing(hutch.store)
+    result = hutch.run("import", str(archive), "evil")
+    assert result.returncode == 125
+    assert result.stderr.decode().count("\n") == 1
+    assert b"../escaped" in result.stderr
+    assert store_listing(hutch.store) == before
+    assert not (hutch.store.parent / "escaped").exists()
