@@ -7,6 +7,9 @@
  * is range-checked, the cgroup path uses the real uid only, --root and
  * --layout are only for real root, and the drop back to the real ids is
  * verified before the exec of the compiled-in SPAWN_PATH.
+ *
+ * NOTE: limits are only range-checked. No root-owned /etc/hutch/policy
+ * clamps them yet, so a setuid install lets any user set any value in range.
  */
 #define _GNU_SOURCE
 #include "cgroup.h"
@@ -238,7 +241,7 @@ static int harden_process(struct hutch_error *err)
 		return err_msg(err, "clearenv failed");
 	if (ensure_stdio(err) < 0)
 		return -1;
-	/* Non-dumpable: the caller cannot ptrace or read /proc/PID/mem while it holds privilege. */
+	/* Non-dumpable: the caller cannot ptrace or read /proc/PID/mem while it has privilege. */
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
 		return err_sys(err, errno, "prctl PR_SET_DUMPABLE", NULL);
 	for (int sig = 1; sig < NSIG; sig++) {
@@ -294,7 +297,7 @@ static int run(const struct cgroup_request *req, struct cgroup *cg, char **spawn
 	for (int fd = 0; fd < CTRL_COUNT; fd++)
 		close_fd(&cg->dirfd[fd]);
 	execve(SPAWN_PATH, argv, envp);
-	/* The cgroup holds this process, so it cannot be removed here; --remove does it later. */
+	/* The cgroup contains this process, so it cannot be removed here; --remove does it later. */
 	err_sys(err, errno, "execve", SPAWN_PATH);
 	free(argv);
 	return -1;

@@ -2,10 +2,10 @@
  * The container's mount table, built in its new mount namespace.
  *
  * Every target under the root filesystem is opened with O_NOFOLLOW relative
- * to the root's fd, and every mount is attached to that fd with move_mount(),
- * so a symlink planted in an image cannot redirect a mount onto the host
- * (the runc CVE-2019-19921 and CVE-2021-30465 class). /dev is always a fresh
- * tmpfs: the image's /dev is never read or written.
+ * to the root's fd, and every mount is attached to that fd with move_mount().
+ * So a symlink planted in an image cannot redirect a mount onto the host,
+ * the bug class of runc's CVE-2019-19921 and CVE-2021-30465. /dev is always
+ * a fresh tmpfs, and the image's /dev is never read or written.
  *
  * Allowed mounts, and why each is safe: the overlay or a recursive bind of
  * the caller's own directories as /; a new proc instance (only possible for
@@ -84,12 +84,13 @@ static int make_fs(const char *fstype, const struct fs_option *options, size_t c
 }
 
 /* Attach the detached mount MFD on NAME under DIRFD ("" for DIRFD itself). */
-static int attach(int mfd, int dirfd, const char *name, const char *what, struct hutch_error *err)
+static int attach(int mfd, int dirfd, const char *name, const char *label,
+		  struct hutch_error *err)
 {
 	unsigned flags = MOVE_MOUNT_F_EMPTY_PATH | (name[0] == '\0' ? MOVE_MOUNT_T_EMPTY_PATH : 0);
 
 	if (move_mount(mfd, "", dirfd, name, flags) < 0)
-		return err_sys(err, errno, "move_mount", what);
+		return err_sys(err, errno, "move_mount", label);
 	return 0;
 }
 
@@ -112,11 +113,11 @@ static int clone_tree(const char *path, bool recursive, unsigned attrs, struct h
 	unsigned flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (recursive ? AT_RECURSIVE : 0);
 	struct mount_attr attr = { .attr_set = attrs };
 	int tree = open_tree(AT_FDCWD, path, flags);
+	unsigned at_flags = AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0);
 
 	if (tree < 0)
 		return err_sys(err, errno, "open_tree", path);
-	if (attrs != 0 &&
-	    mount_setattr(tree, "", AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0), &attr, sizeof(attr)) < 0) {
+	if (attrs != 0 && mount_setattr(tree, "", at_flags, &attr, sizeof(attr)) < 0) {
 		err_sys(err, errno, "mount_setattr", path);
 		close(tree);
 		return -1;
@@ -133,9 +134,9 @@ static bool fits_overlay_string(const char *path)
 }
 
 /*
- * mount(2) with a lowerdir= string, for kernels before 6.8 that lack
- * "lowerdir+". NOTE: the tests run on a kernel that has "lowerdir+", so
- * this path is only reached there if fsconfig() rejects it.
+ * Mount with mount(2) and a lowerdir= string, for kernels before 6.8 that
+ * lack "lowerdir+". NOTE: no test reaches this path, because the test
+ * kernel accepts "lowerdir+".
  */
 static int mount_overlay_legacy(const struct spawn_plan *plan, int target,
 				struct hutch_error *err)
@@ -342,7 +343,7 @@ static int mount_sys(int rootfd, struct hutch_error *err)
 
 	if (target < 0)
 		return -1;
-	/* sysfs needs privilege over the network namespace: a new one has it, the host's not. */
+	/* sysfs needs privilege over the network namespace, which only a new one gives. */
 	mfd = make_fs("sysfs", NULL, 0, attrs, err);
 	if (mfd < 0)
 		mfd = clone_tree("/sys", true, attrs, err);

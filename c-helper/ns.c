@@ -108,8 +108,9 @@ static void run_child(const struct spawn_plan *plan, const struct spawn_pipes *p
 	wait_for_parent(pipes->sync[0]);
 	/*
 	 * Until now the process ran with the caller's ids, which a custom map
-	 * may leave unmapped (files it creates would fail with EOVERFLOW);
-	 * become root of the new user namespace, which every map must contain.
+	 * may leave unmapped, and then every file it creates fails with
+	 * EOVERFLOW. So it becomes root of the new user namespace, and every
+	 * map must contain 0.
 	 */
 	if (plan->unshare_user && (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)) {
 		err_sys(err, errno, "setresuid", "0 in the user namespace (is 0 mapped?)");

@@ -175,7 +175,7 @@ static int set_gid(void *p, const char *v, struct hutch_error *e)
 	return parse_id("--gid", v, &((struct spawn_plan *)p)->gid, e);
 }
 
-/* An inherited fd above 2 that is open; the monitor keeps it, the container never sees it. */
+/* An inherited open fd above 2: the monitor writes to it, and exec closes it in the container. */
 static int parse_fd(const char *opt, const char *v, int *out, struct hutch_error *e)
 {
 	uint64_t value;
@@ -296,7 +296,7 @@ static void abort_child(pid_t child)
 
 /*
  * Wait for the child to exec. The error pipe is CLOEXEC, so EOF means the
- * exec succeeded; a whole struct means a step failed and says which.
+ * exec succeeded, and a whole struct means a step failed and names it.
  * Returns 0 after a successful exec or the exit code to use.
  */
 static int wait_for_exec(struct spawn_pipes *pipes, pid_t child)

@@ -176,18 +176,24 @@ def runner_and_rootfs(request, shared_tmp):
 
 @pytest.fixture
 def cgroup_ids():
-    """Make unique cgroup IDs; afterwards remove /sys/fs/cgroup/*/hutch/0/<id> for each."""
-    made: list[str] = []
+    """Make unique cgroup IDs; afterwards remove /sys/fs/cgroup/*/hutch/<uid>/<id> for each.
 
-    def new_id() -> str:
+    For a uid other than 0 (a test user's), hutch/<uid> is removed too.
+    """
+    made: list[tuple[int, str]] = []
+
+    def new_id(uid: int = 0) -> str:
         cgroup_id = "t" + uuid.uuid4().hex[:12]
-        made.append(cgroup_id)
+        made.append((uid, cgroup_id))
         return cgroup_id
 
     yield new_id
-    for cgroup_id in made:
-        for directory in CGROUP_ROOT.glob(f"*/hutch/0/{cgroup_id}"):
+    for uid, cgroup_id in made:
+        for directory in CGROUP_ROOT.glob(f"*/hutch/{uid}/{cgroup_id}"):
             _remove_cgroup_dir(directory)
+        if uid != 0:
+            for directory in CGROUP_ROOT.glob(f"*/hutch/{uid}"):
+                _remove_cgroup_dir(directory)
 
 
 def _remove_cgroup_dir(directory: Path) -> None:
