@@ -333,3 +333,35 @@ def test_import_of_climbing_member_is_rejected(hutch: Hutch, tmp_path: Path):
     assert b"../escaped" in result.stderr
     assert store_listing(hutch.store) == before
     assert not (hutch.store.parent / "escaped").exists()
+
+
+def test_create_then_start_attach(hutch: Hutch, image: str):
+    container_id = hutch.out("create", "--name", "later", image, "sh", "-c", "echo started; exit 5").strip()
+    assert "Created" in hutch.out("ps", "-a")
+    result = hutch.run("start", "-a", "later")
+    assert result.returncode == 5
+    assert result.stdout == b"started\n"
+    assert hutch.out("wait", container_id).strip() == "5"
+
+
+def test_restart_keeps_files_and_log(hutch: Hutch, image: str):
+    hutch.out("run", "--name", "again", image, "sh", "-c", "echo run >> /count; cat /count | wc -l")
+    hutch.out("restart", "again")
+    assert hutch.out("wait", "again").strip() == "0"
+    assert hutch.out("logs", "again").split() == ["1", "2"]
+
+
+def test_logs_tail_and_timestamps(hutch: Hutch, image: str):
+    container_id = hutch.out("run", "-d", image, "sh", "-c", "for i in 1 2 3 4 5; do echo line$i; done").strip()
+    hutch.out("wait", container_id)
+    assert hutch.out("logs", "--tail", "2", container_id) == "line4\nline5\n"
+    stamped = hutch.out("logs", "-t", "--tail", "1", container_id)
+    assert stamped.endswith(" line5\n")
+    assert stamped[:4].isdigit()
+    assert hutch.out("logs", "--since", "2099-01-01T00:00:00Z", container_id) == ""
+
+
+def test_memory_swap_needs_memory(hutch: Hutch, image: str):
+    result = hutch.run("run", "--memory-swap", "64m", image, "true")
+    assert result.returncode == 125
+    assert b"--memory" in result.stderr

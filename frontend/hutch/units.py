@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import signal
+import time
+from datetime import datetime
 
 from hutch.errors import HutchError
 
@@ -86,3 +88,30 @@ def merge_env(base: list[str], overrides: list[str]) -> list[str]:
         name, _, value = item.partition("=")
         merged[name] = value
     return [f"{name}={value}" for name, value in merged.items()]
+
+
+DURATION_PATTERN = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+
+
+def parse_since(text: str, now: float | None = None) -> int:
+    """Parse --since (RFC 3339, Unix seconds, or a duration ago) into Unix nanoseconds."""
+    text = text.strip()
+    now = time.time() if now is None else now
+    parts = DURATION_PATTERN.findall(text)
+    if parts and "".join(number + unit for number, unit in parts) == text:
+        seconds = sum(float(number) * DURATION_UNITS[unit] for number, unit in parts)
+        return int((now - seconds) * 1e9)
+    try:
+        return int(float(text) * 1e9)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise HutchError(
+            f"invalid --since {text!r}: expected RFC 3339, Unix seconds, or a duration such as 10m"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.astimezone()
+    return int(moment.timestamp() * 1e9)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import collections
+import itertools
 import sys
-from datetime import datetime
+from datetime import datetime, timezone
 
 import click
 
@@ -100,35 +102,20 @@ def ps(app: App, show_all: bool, quiet: bool, no_trunc: bool, output_format: str
     app.out(table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"], rows))
 
 
-@click.command("logs")
-@click.argument("container")
-@click.option("-f", "--follow", is_flag=True, help="Keep following new output until the container ends.")
-@click.option("-t", "--timestamps", is_flag=True, help="Show the time of each output chunk.")
-@click.pass_obj
-def logs(app: App, container: str, follow: bool, timestamps: bool) -> None:
-    """Show a container's output, stdout and stderr each on its own stream."""
+def _chunks(app: App, record, follow: bool):
+    """Yield (stream, time in ns, data) of a container's log, from the helper or the file."""
     from hutch.helper.v1 import helper_pb2
 
-    record = app.containers.get(container)
     request = helper_pb2.ReadLogsRequest(id=record.id, follow=follow)
-    stdout, stderr = sys.stdout.buffer, sys.stderr.buffer
     try:
-        chunks = app.helper.call("ReadLogs", request)
-        for chunk in chunks:
-            target = stderr if chunk.stream == helper_pb2.LogChunk.STREAM_STDERR else stdout
-            if timestamps:
-                stamp = datetime.fromtimestamp(chunk.time_unix_nano / 1e9).astimezone()
-                target.write(stamp.isoformat().encode() + b" ")
-            target.write(chunk.data)
-            target.flush()
+        for chunk in app.helper.call("ReadLogs", request):
+            stream = "stderr" if chunk.stream == helper_pb2.LogChunk.STREAM_STDERR else "stdout"
+            yield stream, chunk.time_unix_nano, chunk.data
+        return
     except HutchError as error:
         if "no such container" not in error.message:
             raise
-        _print_log_file(record, stdout, stderr)
-
-
-def _print_log_file(record, stdout, stderr) -> None:
-    """Print the log of a container that the helper no longer tracks."""
+    # The helper no longer tracks this container: read its log file directly.
     from hutch_helper.logs import read_records
 
     try:
@@ -137,7 +124,70 @@ def _print_log_file(record, stdout, stderr) -> None:
         return
     with log:
         for entry in read_records(log):
-            (stderr if entry.stream == "stderr" else stdout).write(entry.data)
+            yield entry.stream, entry.time_unix_nano, entry.data
+
+
+def _lines(chunks):
+    """Regroup chunks into whole lines per stream, so that --tail counts lines."""
+    pending: dict[str, tuple[int, bytes]] = {}
+    for stream, stamp, data in chunks:
+        first_stamp, buffered = pending.pop(stream, (stamp, b""))
+        buffered += data
+        while (newline := buffered.find(b"\n")) >= 0:
+            yield stream, first_stamp, buffered[: newline + 1]
+            buffered = buffered[newline + 1 :]
+            first_stamp = stamp
+        if buffered:
+            pending[stream] = (first_stamp, buffered)
+    for stream, (stamp, buffered) in pending.items():
+        yield stream, stamp, buffered
+
+
+@click.command("logs")
+@click.argument("container")
+@click.option("-f", "--follow", is_flag=True, help="Keep following new output until the container ends.")
+@click.option("-t", "--timestamps", is_flag=True, help="Show the time of each line.")
+@click.option("-n", "--tail", "tail", default="all", help="Show only the last N lines (default: all).")
+@click.option("--since", help="Show output since a time: RFC 3339, Unix seconds, or a duration such as 10m.")
+@click.pass_obj
+def logs(app: App, container: str, follow: bool, timestamps: bool, tail: str, since: str | None) -> None:
+    """Show a container's output, stdout and stderr each on its own stream."""
+    record = app.containers.get(container)
+    if tail != "all" and not tail.isdigit():
+        raise HutchError(f"invalid --tail {tail!r}: expected a number of lines or all")
+    since_ns = units.parse_since(since) if since else 0
+    stdout, stderr = sys.stdout.buffer, sys.stderr.buffer
+
+    def write(stream: str, stamp: int, data: bytes) -> None:
+        if stamp < since_ns:
+            return
+        target = stderr if stream == "stderr" else stdout
+        if timestamps:
+            moment = datetime.fromtimestamp(stamp / 1e9, timezone.utc)
+            target.write(moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ ").encode())
+        target.write(data)
+        target.flush()
+
+    if tail == "all" and not timestamps:
+        for stream, stamp, data in _chunks(app, record, follow):
+            write(stream, stamp, data)
+        return
+    lines = _lines(_chunks(app, record, follow))
+    if tail != "all":
+        # Keep only the last N lines in memory. With --follow, a second
+        # pass skips the lines already seen and prints the rest as they come.
+        kept: collections.deque = collections.deque(maxlen=int(tail))
+        seen = 0
+        for line in _lines(_chunks(app, record, False)):
+            kept.append(line)
+            seen += 1
+        for line in kept:
+            write(*line)
+        if not follow:
+            return
+        lines = itertools.islice(_lines(_chunks(app, record, True)), seen, None)
+    for line in lines:
+        write(*line)
 
 
 @click.command("stop")

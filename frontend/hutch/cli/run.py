@@ -60,6 +60,8 @@ def container_config(app: App, image, options: dict[str, Any]) -> dict[str, Any]
     uid, gid = _parse_user(options["user"] or config.get("User") or "0")
     memory = units.parse_size(options["memory"], "memory limit") if options["memory"] else 0
     swap = units.parse_memory_swap(options["memory_swap"], memory) if options["memory_swap"] else 0
+    if swap and not memory:
+        raise HutchError("--memory-swap needs --memory: set the memory limit too")
     quota, period = units.parse_cpus(options["cpus"]) if options["cpus"] else (0, 0)
     if options["pids_limit"] is not None and options["pids_limit"] < 1:
         raise HutchError(f"invalid --pids-limit {options['pids_limit']}: expected a positive number")
@@ -183,33 +185,47 @@ def remove(app: App, container) -> None:
     app.containers.remove(container)
 
 
-@click.command("run", context_settings={"allow_interspersed_args": False})
-@click.argument("image")
-@click.argument("command", nargs=-1, type=click.UNPROCESSED)
-@click.option("-d", "--detach", is_flag=True, help="Run in the background and print the container id.")
-@click.option("--rm", is_flag=True, help="Remove the container when it ends.")
-@click.option("--name", help="Name of the container.")
-@click.option("-e", "--env", multiple=True, help="Set NAME=VALUE (NAME alone takes the host's value).")
-@click.option("-w", "--workdir", help="Working directory inside the container.")
-@click.option("-u", "--user", help="UID[:GID] of the process inside the container.")
-@click.option("--hostname", help="Hostname inside the container (default: the short id).")
-@click.option("--entrypoint", help="Replace the image's Entrypoint.")
-@click.option("-m", "--memory", help="Memory limit in bytes, or with a k, m or g suffix.")
-@click.option("--memory-swap", help="Memory plus swap limit; -1 for unlimited swap.")
-@click.option("--pids-limit", type=int, help="Maximum number of processes (default 2048 where hutch can set it).")
-@click.option("--cpus", help="Number of CPUs, e.g. 0.5 (CFS quota).")
-@click.option("--cpu-shares", type=int, help="Relative CPU weight, 2 to 262144.")
-@click.option("--network", type=click.Choice(["none", "host"]), default="none", help="none: own network namespace with lo only; host: the host's network.")
-@click.option("--read-only", is_flag=True, help="Mount the container's root filesystem read-only.")
-@click.option("-i", "--interactive", is_flag=True, hidden=True)
-@click.option("-t", "--tty", is_flag=True, hidden=True)
-@click.pass_obj
-def run(app: App, **options: Any) -> int:
-    """Run COMMAND in a new container from IMAGE."""
+def _container_options(function):
+    """Add the options that `run` and `create` share."""
+    options = [
+        click.argument("image"),
+        click.argument("command", nargs=-1, type=click.UNPROCESSED),
+        click.option("--name", help="Name of the container."),
+        click.option("-e", "--env", multiple=True, help="Set NAME=VALUE (NAME alone takes the host's value)."),
+        click.option("-w", "--workdir", help="Working directory inside the container."),
+        click.option("-u", "--user", help="UID[:GID] of the process inside the container."),
+        click.option("--hostname", help="Hostname inside the container (default: the short id)."),
+        click.option("--entrypoint", help="Replace the image's Entrypoint."),
+        click.option("-m", "--memory", help="Memory limit in bytes, or with a k, m or g suffix."),
+        click.option("--memory-swap", help="Memory plus swap limit; -1 for unlimited swap."),
+        click.option("--pids-limit", type=int, help="Maximum number of processes (default 2048 where hutch can set it)."),
+        click.option("--cpus", help="Number of CPUs, e.g. 0.5 (CFS quota)."),
+        click.option("--cpu-shares", type=int, help="Relative CPU weight, 2 to 262144."),
+        click.option("--network", type=click.Choice(["none", "host"]), default="none", help="none: own network namespace with lo only; host: the host's network."),
+        click.option("--read-only", is_flag=True, help="Mount the container's root filesystem read-only."),
+        click.option("--rm", is_flag=True, help="Remove the container when it ends."),
+        click.option("-i", "--interactive", is_flag=True, hidden=True),
+        click.option("-t", "--tty", is_flag=True, hidden=True),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _create(app: App, options: dict[str, Any]):
     if options["tty"] or options["interactive"]:
         raise HutchError("-i and -t are not supported yet; run without them")
     image = app.store.image(options["image"])
-    container = app.containers.create(container_config(app, image, options))
+    return app.containers.create(container_config(app, image, options))
+
+
+@click.command("run", context_settings={"allow_interspersed_args": False})
+@_container_options
+@click.option("-d", "--detach", is_flag=True, help="Run in the background and print the container id.")
+@click.pass_obj
+def run(app: App, **options: Any) -> int:
+    """Run COMMAND in a new container from IMAGE."""
+    container = _create(app, options)
     try:
         start(app, container)
     except BaseException:
@@ -226,4 +242,76 @@ def run(app: App, **options: Any) -> int:
     return code
 
 
-COMMANDS = [run]
+@click.command("create", context_settings={"allow_interspersed_args": False})
+@_container_options
+@click.pass_obj
+def create(app: App, **options: Any) -> None:
+    """Create a container from IMAGE without starting it; print its id."""
+    container = _create(app, options)
+    app.out(container.id)
+
+
+def _state(app: App, container):
+    from hutch.helper.v1 import helper_pb2
+
+    response = app.helper.call("GetStates", helper_pb2.GetStatesRequest(ids=[container.id]))
+    return response.states[0]
+
+
+def restart_container(app: App, container) -> None:
+    """Start CONTAINER again after it ended, keeping its files and its log."""
+    from hutch.helper.v1 import helper_pb2
+
+    state = _state(app, container)
+    if state.status == "running":
+        raise HutchError(f"container {container.name} is already running")
+    if state.status != "unknown":
+        app.helper.call("ReleaseContainer", helper_pb2.ReleaseContainerRequest(id=container.id))
+    start(app, container)
+
+
+@click.command("start")
+@click.argument("containers", nargs=-1, required=True)
+@click.option("-a", "--attach", is_flag=True, help="Follow the output and exit with the container's code.")
+@click.pass_obj
+def start_command(app: App, containers: tuple[str, ...], attach: bool) -> int:
+    """Start created or stopped containers."""
+    if attach and len(containers) > 1:
+        raise HutchError("start -a takes exactly one container")
+    for reference in containers:
+        container = app.containers.get(reference)
+        if _state(app, container).status == "running":
+            if not attach:
+                app.out(reference)
+            continue
+        restart_container(app, container)
+        if not attach:
+            app.out(reference)
+    if attach:
+        return follow_output(app, app.containers.get(containers[0]).id)
+    return 0
+
+
+@click.command("restart")
+@click.argument("containers", nargs=-1, required=True)
+@click.option("-t", "--time", "seconds", type=int, default=10, show_default=True, help="Seconds to wait before SIGKILL.")
+@click.pass_obj
+def restart(app: App, containers: tuple[str, ...], seconds: int) -> None:
+    """Stop containers (if running) and start them again."""
+    from hutch.helper.v1 import helper_pb2
+
+    for reference in containers:
+        container = app.containers.get(reference)
+        if _state(app, container).status == "running":
+            stop_signal = units.parse_signal(container.data["Config"].get("StopSignal") or "SIGTERM")
+            app.helper.call(
+                "StopContainer",
+                helper_pb2.StopContainerRequest(
+                    id=container.id, signal=stop_signal, timeout_seconds=max(seconds, 0)
+                ),
+            )
+        restart_container(app, container)
+        app.out(reference)
+
+
+COMMANDS = [run, create, start_command, restart]
