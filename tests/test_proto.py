@@ -61,9 +61,7 @@ def test_plan_uses_only_listed_options(tmp_path: Path):
         uid_maps=[helper_pb2.IdMap(inside=0, outside=1000, count=1)],
         gid_maps=[helper_pb2.IdMap(inside=0, outside=1000, count=1)],
     )  # fmt: skip
-    built = plan.build(
-        request, libexec_dir(), {"memory", "pids", "cpu"}, log_fd=3, status_fd=4
-    ).argv
+    built = plan.build(request, libexec_dir(), {"memory", "pids", "cpu"}, plan.Io(3, 4)).argv
     separator = built.index("--")
     cgroup_options = {arg for arg in built[1:separator] if arg.startswith("--")}
     rest = built[separator + 1 :]

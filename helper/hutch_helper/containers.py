@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 START_TIMEOUT_SECONDS = 30.0
 REMOVE_DELAY_SECONDS = 2.0
 REMOVE_ATTEMPTS = 50
+MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with the terminating NUL
 
 
 class StartFailed(Exception):
@@ -74,6 +75,9 @@ class Record:
     finished_at: str = ""
     error: str = ""
     remove_when_done: bool = False
+    attach_socket: str = ""
+    tty: bool = False
+    parent_id: str = ""  # the container an exec'd process runs in
     ended: threading.Event = field(default_factory=threading.Event, repr=False)
     pidfd: int = -1
 
@@ -250,9 +254,36 @@ class Manager:
             raise
         return record
 
+    def _plan(
+        self, record: Record, request: helper_pb2.StartContainerRequest, io: plan.Io
+    ) -> plan.Plan:
+        if not request.join_container_id:
+            return plan.build(request, self.libexec, self.writable_controllers, io)
+        container = self.get(plan.check_id(request.join_container_id))
+        if container.status != "running" or container.parent_id:
+            raise ProcessLookupError(request.join_container_id)
+        record.parent_id = container.id
+        cgroup = container.id if container.uses_cgroup else ""
+        return plan.build_exec(request, self.libexec, container.pid, cgroup, io)
+
+    def _attach_socket_path(self, container_id: str) -> str:
+        directory = self.records_dir.parent / "attach"
+        directory.mkdir(mode=0o700, exist_ok=True)
+        path = directory / f"{container_id[:16]}.sock"
+        path.unlink(missing_ok=True)
+        if len(str(path).encode()) > MAX_SOCKET_PATH:
+            raise plan.InvalidRequest(
+                f"attach socket path {path} is longer than {MAX_SOCKET_PATH} bytes; "
+                "use a shorter runtime directory (HUTCH_RUNTIME_DIR)"
+            )
+        return str(path)
+
     def _launch(
         self, record: Record, request: helper_pb2.StartContainerRequest, state_dir: Path
     ) -> None:
+        if request.tty or request.stdin:
+            record.attach_socket = self._attach_socket_path(record.id)
+        record.tty = request.tty
         flags = os.O_CLOEXEC | os.O_NOFOLLOW
         log_fd = os.open(state_dir / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | flags, 0o600)
         status_path = state_dir / "status"
@@ -261,13 +292,7 @@ class Manager:
             state_dir / "spawn.err", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | flags, 0o600
         )
         try:
-            argv = plan.build(
-                request,
-                self.libexec,
-                self.writable_controllers,
-                log_fd=log_fd,
-                status_fd=status_fd,
-            )
+            argv = self._plan(record, request, plan.Io(log_fd, status_fd, record.attach_socket))
             record.uses_cgroup = argv.uses_cgroup
             process = subprocess.Popen(
                 argv.argv,
@@ -363,6 +388,8 @@ class Manager:
         if record.pidfd >= 0:
             os.close(record.pidfd)
             record.pidfd = -1
+        if record.attach_socket:
+            Path(record.attach_socket).unlink(missing_ok=True)
         record.status = "exited"
         record.finished_at = utc_now()
         self._save(record)

@@ -25,6 +25,7 @@ class Record:
     stream: str  # "stdout" or "stderr"
     time_unix_nano: int
     data: bytes
+    end_offset: int = 0  # file offset just after this record
 
 
 def _parse_header(header: bytes) -> tuple[str, int, int]:
@@ -55,6 +56,7 @@ def read_records(
     (the writer may still be writing it).
     """
     buffer = b""
+    consumed = log.tell()
     while True:
         chunk = log.read(READ_SIZE)
         if chunk:
@@ -69,7 +71,8 @@ def read_records(
                 end = newline + 1 + size
                 if len(buffer) < end:
                     break
-                yield Record(stream, stamp, buffer[newline + 1 : end])
+                consumed += end
+                yield Record(stream, stamp, buffer[newline + 1 : end], consumed)
                 buffer = buffer[end:]
             continue
         if not follow:

@@ -21,6 +21,7 @@ ENV_NAME_PATTERN = re.compile(r"[^=\0]+")
 MAX_ARGS = 4096
 MAX_ARG_BYTES = 128 * 1024
 MAX_LAYERS = 128
+MAX_ENV = 256
 DEFAULT_PIDS_LIMIT = 2048
 MIN_MEMORY = 4 * 1024 * 1024
 
@@ -91,9 +92,23 @@ def _limit_args(limits: helper_pb2.Limits, default_pids: bool, pids_writable: bo
     return args
 
 
-def _spawn_args(
-    request: helper_pb2.StartContainerRequest, log_fd: int, status_fd: int
-) -> list[str]:
+@dataclass
+class Io:
+    """The descriptors and sockets a monitor gets, chosen by the helper."""
+
+    log_fd: int
+    status_fd: int
+    attach_socket: str = ""
+
+
+def _check_container_path(path: str, what: str) -> str:
+    _check_text(path, what)
+    if not path.startswith("/") or ".." in path.split("/"):
+        raise InvalidRequest(f"{what} {path!r} must be an absolute path without '..'")
+    return path
+
+
+def _namespace_args(request: helper_pb2.StartContainerRequest) -> list[str]:
     args = ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup"]
     if os.geteuid() != 0:
         args.append("--unshare-user")
@@ -104,8 +119,15 @@ def _spawn_args(
     for name, maps in (("--uid-map", request.uid_maps), ("--gid-map", request.gid_maps)):
         for idmap in maps:
             args += [name, f"{idmap.inside}:{idmap.outside}:{idmap.count}"]
+    if request.hostname:
+        if not HOSTNAME_PATTERN.fullmatch(request.hostname):
+            raise InvalidRequest(f"invalid hostname {request.hostname!r}")
+        args += ["--hostname", request.hostname]
+    return args
 
-    args += ["--rootfs", str(check_own_dir(request.rootfs, "rootfs"))]
+
+def _rootfs_args(request: helper_pb2.StartContainerRequest) -> list[str]:
+    args = ["--rootfs", str(check_own_dir(request.rootfs, "rootfs"))]
     if len(request.lower_dirs) > MAX_LAYERS:
         raise InvalidRequest(f"too many layers: {len(request.lower_dirs)} (at most {MAX_LAYERS})")
     if request.lower_dirs:
@@ -115,22 +137,50 @@ def _spawn_args(
         args += ["--overlay-work", str(check_own_dir(request.work_dir, "work dir"))]
     if request.readonly_rootfs:
         args.append("--readonly-rootfs")
+    for bind in request.binds:
+        source = _check_text(bind.source, "bind mount source")
+        if not os.path.isabs(source) or not os.path.exists(source):
+            raise InvalidRequest(f"bind mount source {source!r} does not exist or is not absolute")
+        destination = _check_container_path(bind.destination, "bind mount destination")
+        if ":" in source or ":" in destination:
+            raise InvalidRequest(f"bind mount paths must not contain ':': {source}:{destination}")
+        args += ["--bind", f"{source}:{destination}{':ro' if bind.readonly else ''}"]
+    for mount in request.tmpfs:
+        destination = _check_container_path(mount.destination, "tmpfs destination")
+        if ":" in destination:
+            raise InvalidRequest(f"tmpfs destination must not contain ':': {destination}")
+        if mount.size_bytes < 0:
+            raise InvalidRequest(f"invalid tmpfs size {mount.size_bytes}")
+        args += ["--tmpfs", f"{destination}:{mount.size_bytes}" if mount.size_bytes else destination]
+    if request.init:
+        args.append("--init")
+    return args
 
-    if request.hostname:
-        if not HOSTNAME_PATTERN.fullmatch(request.hostname):
-            raise InvalidRequest(f"invalid hostname {request.hostname!r}")
-        args += ["--hostname", request.hostname]
+
+def _process_args(request: helper_pb2.StartContainerRequest, io: Io) -> list[str]:
     cwd = request.cwd or "/"
     if not cwd.startswith("/"):
         raise InvalidRequest(f"working directory {cwd!r} is not an absolute path")
-    args += ["--cwd", _check_text(cwd, "working directory")]
+    args = ["--cwd", _check_text(cwd, "working directory")]
     args += ["--uid", str(request.uid), "--gid", str(request.gid)]
+    if len(request.env) > MAX_ENV:
+        raise InvalidRequest(f"too many environment variables: {len(request.env)} (at most {MAX_ENV})")
     for variable in request.env:
         name, equals, _ = variable.partition("=")
         if not equals or not ENV_NAME_PATTERN.fullmatch(name):
             raise InvalidRequest(f"invalid environment variable {variable!r}: expected NAME=VALUE")
         args += ["--env", _check_text(variable, "environment variable")]
-    args += ["--log-fd", str(log_fd), "--status-fd", str(status_fd)]
+    if request.tty:
+        args.append("--tty")
+        if request.tty_rows and request.tty_cols:
+            if not (0 < request.tty_rows < 65536 and 0 < request.tty_cols < 65536):
+                raise InvalidRequest("terminal size out of range")
+            args += ["--tty-size", f"{request.tty_rows}x{request.tty_cols}"]
+    if request.stdin:
+        args.append("--stdin")
+    if io.attach_socket:
+        args += ["--attach-socket", io.attach_socket]
+    args += ["--log-fd", str(io.log_fd), "--status-fd", str(io.status_fd)]
 
     if not request.argv:
         raise InvalidRequest("no command given")
@@ -145,17 +195,15 @@ def build(
     request: helper_pb2.StartContainerRequest,
     libexec: Path,
     writable_controllers: set[str],
-    *,
-    log_fd: int,
-    status_fd: int,
+    io: Io,
 ) -> Plan:
     """Return the argv that starts the container REQUEST describes.
 
-    LOG_FD and STATUS_FD are the descriptors that the process will inherit
-    for hutch-spawn's --log-fd and --status-fd.
+    IO names the descriptors that the process will inherit for
+    hutch-spawn's --log-fd and --status-fd, and the attach socket path.
     """
     check_id(request.id)
-    spawn_args = _spawn_args(request, log_fd, status_fd)
+    spawn_args = [*_namespace_args(request), *_rootfs_args(request), *_process_args(request, io)]
     limit_args = _limit_args(
         request.limits, request.default_pids_limit, "pids" in writable_controllers
     )
@@ -166,6 +214,28 @@ def build(
     if limit_args:
         argv = [str(libexec / "hutch-cgroup"), "--id", request.id, *limit_args, "--", *spawn_args]
         return Plan(argv, uses_cgroup=True)
+    return Plan([str(libexec / "hutch-spawn"), *spawn_args], uses_cgroup=False)
+
+
+def build_exec(
+    request: helper_pb2.StartContainerRequest,
+    libexec: Path,
+    container_pid: int,
+    container_cgroup: str,
+    io: Io,
+) -> Plan:
+    """Return the argv that runs REQUEST's process in a running container.
+
+    CONTAINER_CGROUP is the id of the container's cgroup, or "" when it
+    has none.
+    """
+    check_id(request.id)
+    spawn_args = ["--join", str(container_pid), *_process_args(request, io)]
+    if container_cgroup:
+        argv = [str(libexec / "hutch-cgroup"), "--join", container_cgroup, "--", *spawn_args]
+        # The exec'd process lives in the container's cgroup, which the
+        # container's own record removes; the exec has none of its own.
+        return Plan(argv, uses_cgroup=False)
     return Plan([str(libexec / "hutch-spawn"), *spawn_args], uses_cgroup=False)
 
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import fcntl
 import functools
+import itertools
 import logging
 import os
 import signal
 import socket
+import struct
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
@@ -157,9 +160,98 @@ class Service(helper_pb2_grpc.HelperServicer):
         return helper_pb2.GetStatesResponse(states=states)
 
     @mapped_errors
+    def Attach(self, request_iterator, context) -> Iterator[helper_pb2.LogChunk]:
+        first = next(request_iterator, None)
+        if first is None:
+            return
+        record = self.manager.get(plan.check_id(first.id))
+        if record.status == "running" and record.attach_socket:
+            connection = _connect_attach(record.attach_socket)
+            threading.Thread(
+                target=_forward_input,
+                args=(connection, itertools.chain([first], request_iterator), record.id),
+                daemon=True,
+            ).start()
+        try:
+            log = open(Path(record.state_dir) / "log", "rb")
+        except FileNotFoundError:
+            return
+        with log:
+            skip_to = 0 if first.from_start else os.fstat(log.fileno()).st_size
+            records = read_records(
+                log,
+                follow=True,
+                wait_ended=lambda timeout: record.ended.wait(timeout) or not context.is_active(),
+            )
+            for entry in records:
+                if entry.end_offset > skip_to:
+                    yield helper_pb2.LogChunk(
+                        stream=STREAMS[entry.stream],
+                        data=entry.data,
+                        time_unix_nano=entry.time_unix_nano,
+                    )
+
+    @mapped_errors
+    def GetStats(self, request, context):
+        ids = set(request.ids)
+        stats = []
+        for record in self.manager.all():
+            if record.status != "running" or record.parent_id or (ids and record.id not in ids):
+                continue
+            figures = self.manager.query_cgroup(record.id) if record.uses_cgroup else {}
+            stats.append(
+                helper_pb2.ContainerStats(
+                    id=record.id,
+                    memory_bytes=figures.get("memory_current", 0),
+                    memory_limit_bytes=figures.get("memory_limit", 0),
+                    pids=figures.get("pids_current", 0),
+                    pids_limit=figures.get("pids_limit", 0),
+                    cpu_usage_ns=figures.get("cpu_usage_ns", 0),
+                    read_time_unix_nano=time.time_ns(),
+                )
+            )
+        return helper_pb2.GetStatsResponse(stats=stats)
+
+    @mapped_errors
     def ReleaseContainer(self, request, context):
         self.manager.release(plan.check_id(request.id))
         return helper_pb2.ReleaseContainerResponse()
+
+
+ATTACH_CONNECT_ATTEMPTS = 100
+
+
+def _connect_attach(path: str) -> socket.socket:
+    """Connect to a monitor's attach socket, which appears as the container starts."""
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    for _ in range(ATTACH_CONNECT_ATTEMPTS):
+        try:
+            connection.connect(path)
+            return connection
+        except (FileNotFoundError, ConnectionRefusedError):
+            time.sleep(0.01)
+    connection.close()
+    raise RuntimeError(f"the container's attach socket {path} does not accept connections")
+
+
+def _frame(kind: bytes, payload: bytes) -> bytes:
+    return kind + struct.pack(">I", len(payload)) + payload
+
+
+def _forward_input(connection: socket.socket, messages, container_id: str) -> None:
+    """Send a client's stdin and terminal sizes to the monitor as attach frames."""
+    try:
+        for message in messages:
+            if message.rows and message.cols:
+                connection.sendall(_frame(b"w", struct.pack(">HH", message.rows, message.cols)))
+            if message.data:
+                connection.sendall(_frame(b"d", message.data))
+            if message.close_stdin:
+                connection.sendall(_frame(b"c", b""))
+    except (OSError, grpc.RpcError) as error:
+        logger.info("input to %s stopped: %s", container_id[:12], error)
+    finally:
+        connection.close()
 
 
 def _socket_answers(path: Path) -> bool:

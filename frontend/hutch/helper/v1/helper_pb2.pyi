@@ -62,7 +62,7 @@ class IdMap(_message.Message):
     def __init__(self, inside: _Optional[int] = ..., outside: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
 
 class StartContainerRequest(_message.Message):
-    __slots__ = ("id", "state_dir", "lower_dirs", "upper_dir", "work_dir", "rootfs", "readonly_rootfs", "argv", "env", "cwd", "uid", "gid", "hostname", "network", "limits", "uid_maps", "gid_maps", "default_pids_limit", "remove_when_done")
+    __slots__ = ("id", "state_dir", "lower_dirs", "upper_dir", "work_dir", "rootfs", "readonly_rootfs", "argv", "env", "cwd", "uid", "gid", "hostname", "network", "limits", "uid_maps", "gid_maps", "default_pids_limit", "remove_when_done", "tty", "stdin", "tty_rows", "tty_cols", "binds", "tmpfs", "init", "join_container_id")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATE_DIR_FIELD_NUMBER: _ClassVar[int]
     LOWER_DIRS_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +82,14 @@ class StartContainerRequest(_message.Message):
     GID_MAPS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_PIDS_LIMIT_FIELD_NUMBER: _ClassVar[int]
     REMOVE_WHEN_DONE_FIELD_NUMBER: _ClassVar[int]
+    TTY_FIELD_NUMBER: _ClassVar[int]
+    STDIN_FIELD_NUMBER: _ClassVar[int]
+    TTY_ROWS_FIELD_NUMBER: _ClassVar[int]
+    TTY_COLS_FIELD_NUMBER: _ClassVar[int]
+    BINDS_FIELD_NUMBER: _ClassVar[int]
+    TMPFS_FIELD_NUMBER: _ClassVar[int]
+    INIT_FIELD_NUMBER: _ClassVar[int]
+    JOIN_CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     id: str
     state_dir: str
     lower_dirs: _containers.RepeatedScalarFieldContainer[str]
@@ -101,7 +109,73 @@ class StartContainerRequest(_message.Message):
     gid_maps: _containers.RepeatedCompositeFieldContainer[IdMap]
     default_pids_limit: bool
     remove_when_done: bool
-    def __init__(self, id: _Optional[str] = ..., state_dir: _Optional[str] = ..., lower_dirs: _Optional[_Iterable[str]] = ..., upper_dir: _Optional[str] = ..., work_dir: _Optional[str] = ..., rootfs: _Optional[str] = ..., readonly_rootfs: _Optional[bool] = ..., argv: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[str]] = ..., cwd: _Optional[str] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., hostname: _Optional[str] = ..., network: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., uid_maps: _Optional[_Iterable[_Union[IdMap, _Mapping]]] = ..., gid_maps: _Optional[_Iterable[_Union[IdMap, _Mapping]]] = ..., default_pids_limit: _Optional[bool] = ..., remove_when_done: _Optional[bool] = ...) -> None: ...
+    tty: bool
+    stdin: bool
+    tty_rows: int
+    tty_cols: int
+    binds: _containers.RepeatedCompositeFieldContainer[BindMount]
+    tmpfs: _containers.RepeatedCompositeFieldContainer[TmpfsMount]
+    init: bool
+    join_container_id: str
+    def __init__(self, id: _Optional[str] = ..., state_dir: _Optional[str] = ..., lower_dirs: _Optional[_Iterable[str]] = ..., upper_dir: _Optional[str] = ..., work_dir: _Optional[str] = ..., rootfs: _Optional[str] = ..., readonly_rootfs: _Optional[bool] = ..., argv: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[str]] = ..., cwd: _Optional[str] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., hostname: _Optional[str] = ..., network: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., uid_maps: _Optional[_Iterable[_Union[IdMap, _Mapping]]] = ..., gid_maps: _Optional[_Iterable[_Union[IdMap, _Mapping]]] = ..., default_pids_limit: _Optional[bool] = ..., remove_when_done: _Optional[bool] = ..., tty: _Optional[bool] = ..., stdin: _Optional[bool] = ..., tty_rows: _Optional[int] = ..., tty_cols: _Optional[int] = ..., binds: _Optional[_Iterable[_Union[BindMount, _Mapping]]] = ..., tmpfs: _Optional[_Iterable[_Union[TmpfsMount, _Mapping]]] = ..., init: _Optional[bool] = ..., join_container_id: _Optional[str] = ...) -> None: ...
+
+class BindMount(_message.Message):
+    __slots__ = ("source", "destination", "readonly")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    READONLY_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    destination: str
+    readonly: bool
+    def __init__(self, source: _Optional[str] = ..., destination: _Optional[str] = ..., readonly: _Optional[bool] = ...) -> None: ...
+
+class TmpfsMount(_message.Message):
+    __slots__ = ("destination", "size_bytes")
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    destination: str
+    size_bytes: int
+    def __init__(self, destination: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+
+class AttachInput(_message.Message):
+    __slots__ = ("id", "from_start", "data", "rows", "cols", "close_stdin")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_START_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    COLS_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_STDIN_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    from_start: bool
+    data: bytes
+    rows: int
+    cols: int
+    close_stdin: bool
+    def __init__(self, id: _Optional[str] = ..., from_start: _Optional[bool] = ..., data: _Optional[bytes] = ..., rows: _Optional[int] = ..., cols: _Optional[int] = ..., close_stdin: _Optional[bool] = ...) -> None: ...
+
+class GetStatsResponse(_message.Message):
+    __slots__ = ("stats",)
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    stats: _containers.RepeatedCompositeFieldContainer[ContainerStats]
+    def __init__(self, stats: _Optional[_Iterable[_Union[ContainerStats, _Mapping]]] = ...) -> None: ...
+
+class ContainerStats(_message.Message):
+    __slots__ = ("id", "memory_bytes", "memory_limit_bytes", "pids", "pids_limit", "cpu_usage_ns", "read_time_unix_nano")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_LIMIT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PIDS_FIELD_NUMBER: _ClassVar[int]
+    PIDS_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    CPU_USAGE_NS_FIELD_NUMBER: _ClassVar[int]
+    READ_TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    memory_bytes: int
+    memory_limit_bytes: int
+    pids: int
+    pids_limit: int
+    cpu_usage_ns: int
+    read_time_unix_nano: int
+    def __init__(self, id: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., memory_limit_bytes: _Optional[int] = ..., pids: _Optional[int] = ..., pids_limit: _Optional[int] = ..., cpu_usage_ns: _Optional[int] = ..., read_time_unix_nano: _Optional[int] = ...) -> None: ...
 
 class StartContainerResponse(_message.Message):
     __slots__ = ("pid", "started_at")

@@ -79,6 +79,16 @@ class HelperStub:
                 request_serializer=hutch_dot_helper_dot_v1_dot_helper__pb2.ReleaseContainerRequest.SerializeToString,
                 response_deserializer=hutch_dot_helper_dot_v1_dot_helper__pb2.ReleaseContainerResponse.FromString,
                 _registered_method=True)
+        self.Attach = channel.stream_stream(
+                '/hutch.helper.v1.Helper/Attach',
+                request_serializer=hutch_dot_helper_dot_v1_dot_helper__pb2.AttachInput.SerializeToString,
+                response_deserializer=hutch_dot_helper_dot_v1_dot_helper__pb2.LogChunk.FromString,
+                _registered_method=True)
+        self.GetStats = channel.unary_unary(
+                '/hutch.helper.v1.Helper/GetStats',
+                request_serializer=hutch_dot_helper_dot_v1_dot_helper__pb2.GetStatesRequest.SerializeToString,
+                response_deserializer=hutch_dot_helper_dot_v1_dot_helper__pb2.GetStatsResponse.FromString,
+                _registered_method=True)
 
 
 class HelperServicer:
@@ -151,6 +161,23 @@ class HelperServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Attach(self, request_iterator, context):
+        """Attach to a running container: the client's messages feed its stdin
+        (and terminal size), the server streams its output until it ends. The
+        first message must carry the id. Output starts at the beginning of the
+        log when from_start is set, otherwise at its current end.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetStats(self, request, context):
+        """Report cgroup figures of running containers, for `hutch stats`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HelperServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -198,6 +225,16 @@ def add_HelperServicer_to_server(servicer, server):
                     servicer.ReleaseContainer,
                     request_deserializer=hutch_dot_helper_dot_v1_dot_helper__pb2.ReleaseContainerRequest.FromString,
                     response_serializer=hutch_dot_helper_dot_v1_dot_helper__pb2.ReleaseContainerResponse.SerializeToString,
+            ),
+            'Attach': grpc.stream_stream_rpc_method_handler(
+                    servicer.Attach,
+                    request_deserializer=hutch_dot_helper_dot_v1_dot_helper__pb2.AttachInput.FromString,
+                    response_serializer=hutch_dot_helper_dot_v1_dot_helper__pb2.LogChunk.SerializeToString,
+            ),
+            'GetStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStats,
+                    request_deserializer=hutch_dot_helper_dot_v1_dot_helper__pb2.GetStatesRequest.FromString,
+                    response_serializer=hutch_dot_helper_dot_v1_dot_helper__pb2.GetStatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -443,6 +480,60 @@ class Helper:
             '/hutch.helper.v1.Helper/ReleaseContainer',
             hutch_dot_helper_dot_v1_dot_helper__pb2.ReleaseContainerRequest.SerializeToString,
             hutch_dot_helper_dot_v1_dot_helper__pb2.ReleaseContainerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Attach(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/hutch.helper.v1.Helper/Attach',
+            hutch_dot_helper_dot_v1_dot_helper__pb2.AttachInput.SerializeToString,
+            hutch_dot_helper_dot_v1_dot_helper__pb2.LogChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hutch.helper.v1.Helper/GetStats',
+            hutch_dot_helper_dot_v1_dot_helper__pb2.GetStatesRequest.SerializeToString,
+            hutch_dot_helper_dot_v1_dot_helper__pb2.GetStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,
