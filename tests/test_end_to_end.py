@@ -365,3 +365,29 @@ def test_memory_swap_needs_memory(hutch: Hutch, image: str):
     result = hutch.run("run", "--memory-swap", "64m", image, "true")
     assert result.returncode == 125
     assert b"--memory" in result.stderr
+
+
+def test_stats_shows_memory_and_limit(hutch: Hutch, image: str):
+    hutch.out("run", "-d", "--name", "busy", "-m", "64m", image, "sh", "-c", "while :; do :; done")
+    output = hutch.out("stats", "--no-stream")
+    line = next(row for row in output.splitlines() if "busy" in row)
+    assert "/ 64MiB" in line
+    cpu = float(line.split()[2].rstrip("%"))
+    assert 20 < cpu < 150
+
+
+def test_user_by_name_from_image(hutch: Hutch, image: str, tmp_path: Path):
+    hutch.out("run", "--name", "adduser", image, "sh", "-c", "echo 'app:x:1234:2345::/:/bin/sh' >> /etc/passwd")
+    hutch.out("commit", "adduser", "busybox:user")
+    assert hutch.out("run", "--rm", "-u", "app", "busybox:user", "id", "-u").strip() == "1234"
+    assert hutch.out("run", "--rm", "-u", "app", "busybox:user", "id", "-g").strip() == "2345"
+    result = hutch.run("run", "--rm", "-u", "nobody", "busybox:user", "true")
+    assert result.returncode == 125
+    assert b"nobody" in result.stderr
+
+
+def test_env_file(hutch: Hutch, image: str, tmp_path: Path):
+    env_file = tmp_path / "env"
+    env_file.write_text("# comment\nFIRST=one\n\nSECOND=two words\n")
+    output = hutch.out("run", "--rm", "--env-file", str(env_file), image, "sh", "-c", 'echo "$FIRST/$SECOND"')
+    assert output == "one/two words\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import time
@@ -115,3 +116,64 @@ def parse_since(text: str, now: float | None = None) -> int:
     if moment.tzinfo is None:
         moment = moment.astimezone()
     return int(moment.timestamp() * 1e9)
+
+
+USER_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})?")
+
+
+def check_user_spec(text: str) -> str:
+    """Check --user: NAME or UID, optionally :GROUP or :GID."""
+    if not USER_PATTERN.fullmatch(text):
+        raise HutchError(f"invalid --user {text!r}: expected NAME, UID, NAME:GROUP or UID:GID")
+    for part in text.split(":"):
+        if part.isdigit() and int(part) >= 2**32 - 1:
+            raise HutchError(f"invalid --user {text!r}: {part} is out of range")
+    return text
+
+
+def read_env_files(paths: list[str]) -> list[str]:
+    """Read --env-file files: NAME=VALUE or NAME lines; # starts a comment line."""
+    items = []
+    for path in paths:
+        try:
+            text = open(path, encoding="utf-8").read()
+        except (OSError, UnicodeDecodeError) as error:
+            raise HutchError(f"cannot read env file {path}: {error}") from None
+        for number, line in enumerate(text.splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith("=") or " " in line.partition("=")[0]:
+                raise HutchError(f"invalid line {number} in env file {path}: {line!r}")
+            items.append(line)
+    return items
+
+
+def parse_volume(text: str) -> str:
+    """Parse -v HOST:CONTAINER[:ro|rw] into "HOST:CONTAINER:ro|rw" with HOST resolved."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+        raise HutchError(f"invalid volume {text!r}: expected HOST-PATH:CONTAINER-PATH[:ro]")
+    source, destination = parts[0], parts[1]
+    if not os.path.isabs(source):
+        raise HutchError(f"invalid volume {text!r}: named volumes are not supported; give an absolute host path")
+    if not os.path.exists(source):
+        raise HutchError(f"invalid volume {text!r}: {source} does not exist")
+    if not destination.startswith("/") or ".." in destination.split("/"):
+        raise HutchError(f"invalid volume {text!r}: the container path must be absolute, without '..'")
+    mode = parts[2] if len(parts) == 3 else "rw"
+    return f"{os.path.realpath(source)}:{os.path.normpath(destination)}:{mode}"
+
+
+def parse_tmpfs(text: str) -> tuple[str, int]:
+    """Parse --tmpfs PATH[:size=SIZE] into (PATH, bytes); 0 bytes means the default."""
+    destination, _, options = text.partition(":")
+    if not destination.startswith("/") or ".." in destination.split("/"):
+        raise HutchError(f"invalid --tmpfs {text!r}: the path must be absolute, without '..'")
+    size = 0
+    for option in filter(None, options.split(",")):
+        name, _, value = option.partition("=")
+        if name != "size" or not value:
+            raise HutchError(f"invalid --tmpfs option {option!r}: only size=SIZE is supported")
+        size = parse_size(value, "tmpfs size")
+    return os.path.normpath(destination), size

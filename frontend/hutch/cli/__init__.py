@@ -24,9 +24,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from hutch.cli import container, helper, image, run
+    from hutch.cli import container, exec, helper, image, run
 
-    for module in (image, container, run, helper):
+    for module in (image, container, run, exec, helper):
         for command in module.COMMANDS:
             cli.add_command(command)
 

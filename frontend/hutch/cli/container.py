@@ -5,13 +5,14 @@ from __future__ import annotations
 import collections
 import itertools
 import sys
+import time
 from datetime import datetime, timezone
 
 import click
 
 from hutch import units
 from hutch.cli.app import App
-from hutch.cli.format import ago, human_duration, parse_time, table, to_json
+from hutch.cli.format import ago, human_duration, human_binary_size, human_size, parse_time, table, to_json
 from hutch.cli.image import _output
 from hutch.cli.run import remove
 from hutch.errors import HutchError
@@ -363,4 +364,49 @@ def export(app: App, container: str, output: str | None) -> None:
             stream.close()
 
 
-COMMANDS = [ps, logs, stop, kill, rm, wait, inspect, commit, export]
+def _stats_rows(app: App, records, previous: dict[str, tuple[int, int]]) -> list[list[str]]:
+    from hutch.helper.v1 import helper_pb2
+
+    response = app.helper.call("GetStats", helper_pb2.GetStatesRequest(ids=[r.id for r in records]))
+    names = {r.id: r.name for r in records}
+    rows = []
+    for entry in response.stats:
+        cpu = "--"
+        if entry.id in previous:
+            used_ns, read_ns = previous[entry.id]
+            if entry.read_time_unix_nano > read_ns:
+                share = (entry.cpu_usage_ns - used_ns) / (entry.read_time_unix_nano - read_ns)
+                cpu = f"{100 * share:.2f}%"
+        previous[entry.id] = (entry.cpu_usage_ns, entry.read_time_unix_nano)
+        limit = human_binary_size(entry.memory_limit_bytes) if entry.memory_limit_bytes else "unlimited"
+        percent = (
+            f"{100 * entry.memory_bytes / entry.memory_limit_bytes:.2f}%"
+            if entry.memory_limit_bytes else "--"
+        )  # fmt: skip
+        rows.append([
+            entry.id[:12], names.get(entry.id, ""), cpu,
+            f"{human_binary_size(entry.memory_bytes)} / {limit}", percent, str(entry.pids),
+        ])  # fmt: skip
+    return rows
+
+
+@click.command("stats")
+@click.argument("containers", nargs=-1)
+@click.option("--no-stream", is_flag=True, help="Print one sample and exit.")
+@click.pass_obj
+def stats(app: App, containers: tuple[str, ...], no_stream: bool) -> None:
+    """Show cpu, memory and pids figures of running containers."""
+    records = [app.containers.get(r) for r in containers] if containers else app.containers.all()
+    headers = ["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "PIDS"]
+    previous: dict[str, tuple[int, int]] = {}
+    # The cpu share needs two samples: take the first one a moment before.
+    _stats_rows(app, records, previous)
+    time.sleep(0.5)
+    while True:
+        app.out(table(headers, _stats_rows(app, records, previous)))
+        if no_stream:
+            return
+        time.sleep(1.5)
+
+
+COMMANDS = [ps, logs, stop, kill, rm, wait, inspect, commit, export, stats]

@@ -16,6 +16,15 @@ def human_size(size: float) -> str:
     return f"{size:.3g}TB"
 
 
+def human_binary_size(size: float) -> str:
+    """Return SIZE in bytes as Docker's `stats` shows it (binary units)."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.4g}{unit}" if unit != "B" else f"{int(size)}B"
+        size /= 1024
+    return f"{size:.4g}GiB"
+
+
 def human_duration(seconds: float) -> str:
     """Return a duration as "3 seconds", "About a minute", "2 hours"."""
     seconds = int(seconds)

@@ -12,26 +12,12 @@ import click
 
 from hutch import units
 from hutch.cli.app import App
+from hutch.cli.attach import check_terminal, session, terminal_size
 from hutch.errors import HutchError
+from hutch.rootfs import lookup_user
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PROXIED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-
-
-def _parse_user(text: str) -> tuple[int, int]:
-    """Parse -u UID[:GID]; the name root is accepted as 0."""
-    user, _, group = text.partition(":")
-    numbers = []
-    for part, what in ((user, "user"), (group or user, "group")):
-        if part == "root":
-            numbers.append(0)
-        elif part.isdigit() and int(part) < 2**32 - 1:
-            numbers.append(int(part))
-        else:
-            raise HutchError(
-                f"invalid {what} {part!r} in --user {text!r}: expected a number or root"
-            )
-    return numbers[0], numbers[1]
 
 
 def command_line(image_config: dict[str, Any], entrypoint: str | None, args: tuple[str, ...]) -> list[str]:
@@ -55,9 +41,10 @@ def container_config(app: App, image, options: dict[str, Any]) -> dict[str, Any]
     env = list(config.get("Env") or [])
     if not any(item.startswith("PATH=") for item in env):
         env.insert(0, f"PATH={DEFAULT_PATH}")
-    env = units.merge_env(env, units.parse_env(list(options["env"]), dict(os.environ)))
-
-    uid, gid = _parse_user(options["user"] or config.get("User") or "0")
+    given = [*units.read_env_files(list(options["env_files"])), *options["env"]]
+    env = units.merge_env(env, units.parse_env(given, dict(os.environ)))
+    user = options["user"] or config.get("User") or "0"
+    units.check_user_spec(user)
     memory = units.parse_size(options["memory"], "memory limit") if options["memory"] else 0
     swap = units.parse_memory_swap(options["memory_swap"], memory) if options["memory_swap"] else 0
     if swap and not memory:
@@ -79,7 +66,9 @@ def container_config(app: App, image, options: dict[str, Any]) -> dict[str, Any]
         "Args": argv[1:],
         "Config": {
             "Hostname": hostname,
-            "User": f"{uid}:{gid}",
+            "User": user,
+            "Tty": options["tty"],
+            "OpenStdin": options["interactive"],
             "Env": env,
             "Cmd": list(options["command"]) or config.get("Cmd"),
             "Entrypoint": [options["entrypoint"]] if options["entrypoint"] else config.get("Entrypoint"),
@@ -99,6 +88,9 @@ def container_config(app: App, image, options: dict[str, Any]) -> dict[str, Any]
             "NetworkMode": options["network"],
             "AutoRemove": options["rm"],
             "ReadonlyRootfs": options["read_only"],
+            "Binds": [units.parse_volume(volume) for volume in options["volumes"]],
+            "Tmpfs": dict(units.parse_tmpfs(spec) for spec in options["tmpfs"]),
+            "Init": options["init"],
         },
     }
 
@@ -109,8 +101,10 @@ def start_request(app: App, container, image):
 
     data = container.data
     host = data["HostConfig"]
-    uid, _, gid = data["Config"]["User"].partition(":")
+    layers = [container.upper, *reversed(image.layer_dirs)]
+    uid, gid = lookup_user(layers, data["Config"]["User"])
     hostname = data["Config"]["Hostname"] or container.id[:12]
+    rows, cols = terminal_size() if data["Config"].get("Tty") else (0, 0)
     env = units.merge_env([f"HOSTNAME={hostname}", "HOME=/root"], data["Config"]["Env"])
     return helper_pb2.StartContainerRequest(
         id=container.id,
@@ -123,8 +117,8 @@ def start_request(app: App, container, image):
         argv=[data["Path"], *data["Args"]],
         env=env,
         cwd=data["Config"]["WorkingDir"],
-        uid=int(uid),
-        gid=int(gid),
+        uid=uid,
+        gid=gid,
         hostname=hostname,
         network=host["NetworkMode"],
         limits=helper_pb2.Limits(
@@ -137,6 +131,19 @@ def start_request(app: App, container, image):
         ),
         default_pids_limit=True,
         remove_when_done=host["AutoRemove"],
+        tty=data["Config"].get("Tty", False),
+        stdin=data["Config"].get("OpenStdin", False),
+        tty_rows=rows,
+        tty_cols=cols,
+        binds=[
+            helper_pb2.BindMount(source=source, destination=destination, readonly=mode == "ro")
+            for source, destination, mode in (bind.split(":") for bind in host.get("Binds", []))
+        ],
+        tmpfs=[
+            helper_pb2.TmpfsMount(destination=destination, size_bytes=size)
+            for destination, size in host.get("Tmpfs", {}).items()
+        ],
+        init=host.get("Init", False),
     )
 
 
@@ -204,8 +211,12 @@ def _container_options(function):
         click.option("--network", type=click.Choice(["none", "host"]), default="none", help="none: own network namespace with lo only; host: the host's network."),
         click.option("--read-only", is_flag=True, help="Mount the container's root filesystem read-only."),
         click.option("--rm", is_flag=True, help="Remove the container when it ends."),
-        click.option("-i", "--interactive", is_flag=True, hidden=True),
-        click.option("-t", "--tty", is_flag=True, hidden=True),
+        click.option("-i", "--interactive", is_flag=True, help="Keep stdin open and pass it to the container."),
+        click.option("-t", "--tty", is_flag=True, help="Give the container a terminal of its own."),
+        click.option("-v", "--volume", "volumes", multiple=True, help="Bind mount HOST-PATH:CONTAINER-PATH[:ro]."),
+        click.option("--tmpfs", "tmpfs", multiple=True, help="Mount a tmpfs at CONTAINER-PATH[:size=SIZE]."),
+        click.option("--init", is_flag=True, help="Run a small init as pid 1 that reaps orphaned processes."),
+        click.option("--env-file", "env_files", multiple=True, type=click.Path(dir_okay=False), help="Read NAME=VALUE lines from a file."),
     ]
     for option in reversed(options):
         function = option(function)
@@ -213,8 +224,7 @@ def _container_options(function):
 
 
 def _create(app: App, options: dict[str, Any]):
-    if options["tty"] or options["interactive"]:
-        raise HutchError("-i and -t are not supported yet; run without them")
+    check_terminal(options["tty"], options["interactive"])
     image = app.store.image(options["image"])
     return app.containers.create(container_config(app, image, options))
 
@@ -235,7 +245,13 @@ def run(app: App, **options: Any) -> int:
         app.out(container.id)
         return 0
     try:
-        code = follow_output(app, container.id)
+        if options["tty"] or options["interactive"]:
+            code = session(
+                app, container.id, tty=options["tty"], interactive=options["interactive"],
+                from_start=True,
+            )  # fmt: skip
+        else:
+            code = follow_output(app, container.id)
     finally:
         if options["rm"]:
             remove(app, container)
