@@ -1,9 +1,8 @@
-"""Shared fixtures: a busybox root filesystem, a throwaway non-root user, paths."""
+"""Fixtures shared by every test directory: a busybox image, a non-root user."""
 
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import subprocess
 import tarfile
@@ -12,33 +11,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-BUSYBOX = Path("/bin/busybox")
-
-
-def libexec_dir() -> Path:
-    """Return the directory that contains hutch-spawn and hutch-cgroup."""
-    return Path(os.environ.get("HUTCH_LIBEXEC", REPO / "c-helper"))
-
-
-def make_busybox_tree(root: Path) -> Path:
-    """Fill ROOT with a static busybox and one link per applet."""
-    if not BUSYBOX.exists():
-        pytest.skip("busybox-static is not installed (apt-get install busybox-static)")
-    for name in ("bin", "etc", "tmp", "root", "proc", "sys", "dev"):
-        (root / name).mkdir(parents=True, exist_ok=True)
-    shutil.copy2(BUSYBOX, root / "bin" / "busybox")
-    applets = subprocess.run(
-        [str(BUSYBOX), "--list"], check=True, capture_output=True, text=True
-    ).stdout.split()
-    for applet in applets:
-        link = root / "bin" / applet
-        if applet != "busybox" and not link.exists():
-            link.symlink_to("busybox")
-    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
-    (root / "etc" / "group").write_text("root:x:0:\n")
-    (root / "tmp").chmod(0o1777)
-    return root
+from support import User, make_busybox_tree
 
 
 @pytest.fixture
@@ -57,60 +30,11 @@ def busybox_tar(tmp_path: Path, busybox_tree: Path) -> Path:
     return out
 
 
-class User:
-    """A non-root user made for one test; removed with its processes after it."""
-
-    def __init__(self, name: str) -> None:
-        entry = pwd.getpwnam(name)
-        self.name = name
-        self.uid = entry.pw_uid
-        self.gid = entry.pw_gid
-        self.home = Path(entry.pw_dir)
-        self.runtime_dir = Path(f"/tmp/hutch-test-run-{self.uid}")
-
-    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(self.home),
-            "USER": self.name,
-            "LOGNAME": self.name,
-            "XDG_RUNTIME_DIR": str(self.runtime_dir),
-            "LANG": "C.UTF-8",
-        }
-        for name in ("HUTCH_LIBEXEC", "PYTHONPATH"):
-            if name in os.environ:
-                env[name] = os.environ[name]
-        env.update(extra or {})
-        return env
-
-    def command(self, argv: list[str]) -> list[str]:
-        """Return ARGV wrapped so that it runs as this user with no privilege."""
-        return [
-            "setpriv",
-            f"--reuid={self.uid}",
-            f"--regid={self.gid}",
-            "--init-groups",
-            "--reset-env",
-            "--",
-            "env",
-            *[f"{k}={v}" for k, v in self.env().items()],
-            *argv,
-        ]
-
-    def run(self, argv: list[str], **kwargs) -> subprocess.CompletedProcess:
-        kwargs.setdefault("capture_output", True)
-        return subprocess.run(self.command(argv), **kwargs)
-
-
-def _require_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("making a test user needs root")
-
-
 @pytest.fixture
 def unprivileged_user():
     """A real non-root user with a home directory and a private runtime dir."""
-    _require_root()
+    if os.geteuid() != 0:
+        pytest.skip("making a test user needs root")
     name = "hutcht" + uuid.uuid4().hex[:8]
     subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", name], check=True)
     user = User(name)

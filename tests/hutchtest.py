@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import User, libexec_dir
+from support import User, libexec_dir
 
 
 class Hutch:

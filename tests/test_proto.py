@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, libexec_dir
+from support import REPO, libexec_dir
 
 STUBS = ("helper_pb2.py", "helper_pb2.pyi", "helper_pb2_grpc.py")
 

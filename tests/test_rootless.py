@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import User
+from support import User
 from hutchtest import Hutch
 
 pytestmark = pytest.mark.rootless

@@ -8,11 +8,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import CGROUP_ROOT, cgroup_bin, chown_tree, make_busybox_tree, run_cgroup, spawn_bin
+from c_support import CGROUP_ROOT, cgroup_bin, chown_tree, make_busybox_tree, run_cgroup, spawn_bin
 
 HERE = Path(__file__).resolve().parent
 SPEC_OPTIONS = {
-    "--id", "--query", "--remove", "--probe", "--memory", "--memory-swap", "--pids",
+    "--id", "--join", "--query", "--remove", "--probe", "--memory", "--memory-swap", "--pids",
     "--cpu-quota", "--cpu-period", "--cpu-shares", "--root", "--layout",
 }
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import chown_tree, make_busybox_tree
+from c_support import chown_tree, make_busybox_tree
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 
@@ -110,7 +110,7 @@ def test_overlay_bad_lower_reports_path(runner_and_rootfs):
 def test_overlay_upper_without_work_rejected(shared_tmp):
     rootfs = make_busybox_tree(shared_tmp / "rootfs")
     chown_tree(shared_tmp, 0, 0)
-    from conftest import spawn_bin
+    from c_support import spawn_bin
 
     argv = [str(spawn_bin()), "--rootfs", str(rootfs), "--overlay-lower", str(rootfs),
             "--overlay-upper", str(shared_tmp), "--", "/bin/true"]

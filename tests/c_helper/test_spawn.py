@@ -9,7 +9,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import Runner, spawn_bin
+from c_support import Runner, spawn_bin
 
 ALL_NS = ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts"]
 DEFAULT_CAPS = 0x800405FB  # the 11 capabilities of docs/helper-spec.md
@@ -17,7 +17,8 @@ SPEC_OPTIONS = {
     "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
     "--unshare-cgroup", "--uid-map", "--gid-map", "--rootfs", "--overlay-lower",
     "--overlay-upper", "--overlay-work", "--readonly-rootfs", "--hostname", "--cwd", "--env",
-    "--uid", "--gid", "--log-fd", "--status-fd",
+    "--uid", "--gid", "--log-fd", "--status-fd", "--bind", "--tmpfs", "--init", "--tty",
+    "--tty-size", "--stdin", "--attach-socket", "--join",
 }
 
 
@@ -66,7 +67,7 @@ def test_root_with_unshare_user_maps_root(root_runner, busybox_tree):
 
 
 def test_root_writes_multi_range_map(root_runner, shared_tmp):
-    from conftest import chown_tree, make_busybox_tree
+    from c_support import chown_tree, make_busybox_tree
 
     busybox_tree = make_busybox_tree(shared_tmp / "rootfs")
     chown_tree(shared_tmp, 100000, 100000)
@@ -80,7 +81,7 @@ def test_root_writes_multi_range_map(root_runner, shared_tmp):
 
 
 def test_user_multi_range_map_uses_newuidmap(unprivileged_user, shared_tmp):
-    from conftest import chown_tree, make_busybox_tree
+    from c_support import chown_tree, make_busybox_tree
 
     subuid = [line.split(":") for line in open("/etc/subuid").read().splitlines() if line]
     subgid = [line.split(":") for line in open("/etc/subgid").read().splitlines() if line]
@@ -107,7 +108,7 @@ def test_user_multi_range_map_uses_newuidmap(unprivileged_user, shared_tmp):
 
 
 def test_user_multi_range_map_outside_subuid_fails(unprivileged_user, shared_tmp):
-    from conftest import chown_tree, make_busybox_tree
+    from c_support import chown_tree, make_busybox_tree
 
     rootfs = make_busybox_tree(shared_tmp / "rootfs")
     chown_tree(shared_tmp, unprivileged_user.uid, unprivileged_user.gid)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from hutch.errors import HutchError
 from hutch.store.config import apply_changes, rfc3339_to_epoch
 
@@ -43,8 +42,18 @@ def test_changes_leave_input_alone() -> None:
 
 @pytest.mark.parametrize(
     "line",
-    ["RUN echo hi", "CMD", 'CMD ["a", 1]', "CMD [broken", "EXPOSE 99999", "EXPOSE 80/icmp",
-     "STOPSIGNAL SIGNOPE", "USER a b", "ENV =x", "LABEL 'unterminated"],
+    [
+        "RUN echo hi",
+        "CMD",
+        'CMD ["a", 1]',
+        "CMD [broken",
+        "EXPOSE 99999",
+        "EXPOSE 80/icmp",
+        "STOPSIGNAL SIGNOPE",
+        "USER a b",
+        "ENV =x",
+        "LABEL 'unterminated",
+    ],
 )
 def test_changes_invalid(line: str) -> None:
     with pytest.raises(HutchError, match="invalid change"):

@@ -10,9 +10,9 @@ import threading
 from pathlib import Path
 
 import pytest
-
-from conftest import make_tar, tar_entry, tar_members
 from hutch.store import Store
+
+from .helpers import make_tar, tar_entry, tar_members
 
 BASE_ENTRIES = [
     tar_entry("etc/", tarfile.DIRTYPE),
@@ -43,7 +43,9 @@ def make_upper(path: Path) -> Path:
 
 @pytest.fixture
 def base(store: Store):
-    return store.import_tar(io.BytesIO(make_tar(BASE_ENTRIES)), ref="base", changes=["CMD sh"])
+    return store.import_tar(
+        io.BytesIO(make_tar(BASE_ENTRIES)), ref="base", changes=["CMD sh"]
+    )
 
 
 EXPECTED_MERGED = {"etc", "etc/b", "data", "data/z", "keep", "new.txt"}
@@ -80,7 +82,9 @@ def test_commit_records_whiteouts(store: Store, base, tmp_path: Path) -> None:
     assert image.config["history"][-1]["comment"] == "a test commit"
     assert len(image.config["history"]) == 2
 
-    layer_tar = store.layout.blob(image.diff_ids[1].removeprefix("sha256:")).read_bytes()
+    layer_tar = store.layout.blob(
+        image.diff_ids[1].removeprefix("sha256:")
+    ).read_bytes()
     names = set(tar_members(layer_tar))
     assert "etc/.wh.a" in names
     assert ".wh.dir-to-file" in names
@@ -89,7 +93,8 @@ def test_commit_records_whiteouts(store: Store, base, tmp_path: Path) -> None:
 
     top = image.layer_dirs[1]
     whiteout = os.lstat(top / "etc" / "a")
-    assert stat.S_ISCHR(whiteout.st_mode) and whiteout.st_rdev == 0
+    assert stat.S_ISCHR(whiteout.st_mode)
+    assert whiteout.st_rdev == 0
     assert os.getxattr(top / "data", "user.overlay.opaque") == b"y"
 
     out = io.BytesIO()

@@ -10,13 +10,18 @@ import tarfile
 from pathlib import Path
 
 import pytest
-
-from conftest import make_tar, tar_entry, tar_members
 from hutch.errors import HutchError
 from hutch.store import Store
 
+from .helpers import make_tar, tar_entry, tar_members
 
-def import_bytes(store: Store, data: bytes, ref: str | None = "test", changes: list[str] | None = None):
+
+def import_bytes(
+    store: Store,
+    data: bytes,
+    ref: str | None = "test",
+    changes: list[str] | None = None,
+):
     return store.import_tar(io.BytesIO(data), ref=ref, changes=changes or [])
 
 
@@ -59,10 +64,14 @@ def test_import_keeps_file_kinds(store: Store) -> None:
             tar_entry("./xattr", data=b"x", pax={"SCHILY.xattr.user.note": "kept"}),
         ]
     )
+
     image = import_bytes(store, data)
+
     root = image.layer_dirs[0]
     assert stat.S_IMODE(os.lstat(root / "bin" / "su").st_mode) == 0o4755
-    assert os.lstat(root / "bin" / "su").st_ino == os.lstat(root / "bin" / "link").st_ino
+    assert (
+        os.lstat(root / "bin" / "su").st_ino == os.lstat(root / "bin" / "link").st_ino
+    )
     assert os.readlink(root / "abs") == "/etc/passwd"
     assert os.readlink(root / "dangling") == "no/such/file"
     assert stat.S_ISFIFO(os.lstat(root / "fifo").st_mode)
@@ -71,6 +80,7 @@ def test_import_keeps_file_kinds(store: Store) -> None:
     assert os.lstat(root / "bin" / "su").st_mtime == 1_600_000_000
     assert (root / ("d" * 120) / ("f" * 200)).read_bytes() == b"long name"
     assert os.getxattr(root / "xattr", "user.note") == b"kept"
+
     exported = tar_members(export_bytes(store, image))
     assert exported["ro/file"][2] == b"inside a read-only dir"
     # Export emits names in sorted order, so the first name of the pair carries the data.
@@ -93,9 +103,19 @@ def test_import_zstd_rejected(store: Store) -> None:
 
 
 def test_import_changes(store: Store, busybox_tar: Path) -> None:
-    changes = ['CMD ["/bin/sh"]', "ENTRYPOINT echo hi", "ENV A=1", "WORKDIR /tmp", "USER nobody",
-               "LABEL k=v", "EXPOSE 8080", "STOPSIGNAL SIGTERM"]
-    image = store.import_tar(open(busybox_tar, "rb"), ref="changed", changes=changes, message="from test")
+    changes = [
+        'CMD ["/bin/sh"]',
+        "ENTRYPOINT echo hi",
+        "ENV A=1",
+        "WORKDIR /tmp",
+        "USER nobody",
+        "LABEL k=v",
+        "EXPOSE 8080",
+        "STOPSIGNAL SIGTERM",
+    ]
+    image = store.import_tar(
+        open(busybox_tar, "rb"), ref="changed", changes=changes, message="from test"
+    )
     config = image.config["config"]
     assert config["Cmd"] == ["/bin/sh"]
     assert config["Entrypoint"] == ["/bin/sh", "-c", "echo hi"]
@@ -116,7 +136,9 @@ def test_import_bad_change_stores_nothing(store: Store, busybox_tar: Path) -> No
 
 
 def test_image_lookup(store: Store, busybox_tar: Path) -> None:
-    image = store.import_tar(open(busybox_tar, "rb"), ref="localhost/lookup:v1", changes=[])
+    image = store.import_tar(
+        open(busybox_tar, "rb"), ref="localhost/lookup:v1", changes=[]
+    )
     assert store.image("localhost/lookup:v1").id == image.id
     assert store.image("lookup:v1").id == image.id
     assert store.image(image.id).id == image.id

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from hutch.errors import HutchError
 from hutch.store.refs import normalize_reference, parse_reference
 

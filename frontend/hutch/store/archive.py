@@ -24,19 +24,28 @@ from hutch.store import refs
 from hutch.store.blobs import HashingReader, new_temp_file, read_capped
 from hutch.store.config import INDEX_MEDIA_TYPE, canonical_json, host_architecture
 from hutch.store.extract import iterate_members, open_tar_stream
-from hutch.store.layout import CHUNK_SIZE, Limits, is_hex_digest, member_components, split_digest
+from hutch.store.layout import (
+    CHUNK_SIZE,
+    Limits,
+    is_hex_digest,
+    member_components,
+    split_digest,
+)
 
 DOCKER_ARCHIVE = "docker-archive"
 OCI_ARCHIVE = "oci-archive"
 FORMATS = (DOCKER_ARCHIVE, OCI_ARCHIVE)
 
-_INDEX_TYPES = (INDEX_MEDIA_TYPE, "application/vnd.docker.distribution.manifest.list.v2+json")
+_INDEX_TYPES = (
+    INDEX_MEDIA_TYPE,
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+)
 _MAX_LINK_HOPS = 16
 
 
 @dataclass
 class SavedImage:
-    """What save needs of one stored image: its blobs and its names."""
+    """The blobs and names of one stored image, as save needs them."""
 
     id: str  # config digest hex
     tags: list[str]
@@ -52,7 +61,9 @@ class SavedImage:
 
 class _ArchiveWriter:
     def __init__(self, out: BinaryIO, mtime: int) -> None:
-        self.tar = tarfile.open(fileobj=out, mode="w|", format=tarfile.GNU_FORMAT, bufsize=CHUNK_SIZE)
+        self.tar = tarfile.open(
+            fileobj=out, mode="w|", format=tarfile.GNU_FORMAT, bufsize=CHUNK_SIZE
+        )
         self.mtime = mtime
 
     def _member(self, name: str, kind: bytes, mode: int) -> tarfile.TarInfo:
@@ -86,7 +97,9 @@ class _ArchiveWriter:
 def write_archive(images: list[SavedImage], out: BinaryIO, fmt: str) -> None:
     """Write IMAGES to OUT as one archive of format FMT (docker-archive or oci-archive)."""
     if fmt not in FORMATS:
-        raise HutchError(f"unknown archive format {fmt!r}: use one of {', '.join(FORMATS)}")
+        raise HutchError(
+            f"unknown archive format {fmt!r}: use one of {', '.join(FORMATS)}"
+        )
     writer = _ArchiveWriter(out, max((image.mtime for image in images), default=0))
     entries = _docker_entries(images) if fmt == DOCKER_ARCHIVE else _oci_entries(images)
     for name in sorted(entries, key=lambda item: item.rstrip("/")):
@@ -127,7 +140,9 @@ def _docker_entries(images: list[SavedImage]) -> dict[str, bytes | Path | None]:
         for tag in image.tags:
             reference = refs.parse_reference(tag)
             if image.layers:
-                repositories.setdefault(reference.name, {})[reference.tag] = image.layers[-1][0]
+                repositories.setdefault(reference.name, {})[reference.tag] = (
+                    image.layers[-1][0]
+                )
     entries["manifest.json"] = json.dumps(manifest, separators=(",", ":")).encode()
     entries["repositories"] = canonical_json(repositories)
     return entries
@@ -149,9 +164,14 @@ def _oci_entries(images: list[SavedImage]) -> dict[str, bytes | Path | None]:
         if not image.tags:
             descriptors.append(descriptor)
         for tag in image.tags:
-            annotations = {"org.opencontainers.image.ref.name": tag, "io.containerd.image.name": tag}
+            annotations = {
+                "org.opencontainers.image.ref.name": tag,
+                "io.containerd.image.name": tag,
+            }
             descriptors.append({**descriptor, "annotations": annotations})
-    entries["index.json"] = canonical_json({"schemaVersion": 2, "manifests": descriptors})
+    entries["index.json"] = canonical_json(
+        {"schemaVersion": 2, "manifests": descriptors}
+    )
     entries["oci-layout"] = canonical_json({"imageLayoutVersion": "1.0.0"})
     return entries
 
@@ -202,7 +222,9 @@ class ArchiveReader:
         for member in iterate_members(tar, "the archive"):
             count += 1
             if count > self.limits.max_archive_members:
-                raise HutchError(f"the archive has more than {self.limits.max_archive_members} members")
+                raise HutchError(
+                    f"the archive has more than {self.limits.max_archive_members} members"
+                )
             name = self._normalize(member.name, member.name)
             if member.isdir():
                 continue
@@ -213,16 +235,22 @@ class ArchiveReader:
             elif member.islnk():
                 self.links[name] = self._link_target(member, name, relative=False)
             else:
-                raise HutchError(f"the archive member {member.name!r} is not a file, directory or link")
+                raise HutchError(
+                    f"the archive member {member.name!r} is not a file, directory or link"
+                )
 
     def _normalize(self, name: str, shown: str) -> str:
         try:
             parts = member_components(name, self.limits)
         except ValueError as error:
-            raise HutchError(f"the archive member {shown!r} has an unsafe name: {error}") from None
+            raise HutchError(
+                f"the archive member {shown!r} has an unsafe name: {error}"
+            ) from None
         return "/".join(parts)
 
-    def _link_target(self, member: tarfile.TarInfo, name: str, *, relative: bool) -> str:
+    def _link_target(
+        self, member: tarfile.TarInfo, name: str, *, relative: bool
+    ) -> str:
         target = member.linkname
         if relative and not target.startswith("/"):
             base = name.rpartition("/")[0]
@@ -230,33 +258,41 @@ class ArchiveReader:
             for part in target.split("/"):
                 if part == "..":
                     if not stack:
-                        raise HutchError(f"the archive member {member.name!r} links outside the archive")
+                        raise HutchError(
+                            f"the archive member {member.name!r} links outside the archive"
+                        )
                     stack.pop()
                 elif part not in ("", "."):
                     stack.append(part)
             target = "/".join(stack)
         return self._normalize(target, member.name)
 
-    def _store_member(self, tar: tarfile.TarFile, member: tarfile.TarInfo, name: str) -> None:
+    def _store_member(
+        self, tar: tarfile.TarFile, member: tarfile.TarInfo, name: str
+    ) -> None:
         data = tar.extractfile(member)
         file_name = f"member-{len(self.members)}"
         with new_temp_file(self.scratch, file_name) as target:
             reader = HashingReader(
                 data,  # type: ignore[arg-type]
-                what=f"the archive member {member.name!r}",
+                subject=f"the archive member {member.name!r}",
                 limit=self.limits.max_layer_bytes,
                 copy_to=target,
             )
             try:
                 reader.drain()
             except tarfile.TarError as error:
-                raise HutchError(f"the archive member {member.name!r} is truncated ({error})") from None
+                raise HutchError(
+                    f"the archive member {member.name!r} is truncated ({error})"
+                ) from None
         if reader.size != member.size:
             raise HutchError(f"the archive member {member.name!r} is truncated")
-        self.members[name] = ArchiveMember(name, self.scratch / file_name, reader.hexdigest(), reader.size)
+        self.members[name] = ArchiveMember(
+            name, self.scratch / file_name, reader.hexdigest(), reader.size
+        )
 
-    def member(self, name: str, what: str) -> ArchiveMember:
-        """Return the regular member NAME, following links; raise when it is missing."""
+    def member(self, name: str, subject: str) -> ArchiveMember:
+        """Return the regular member NAME, following links, or raise when it is missing."""
         normalized = self._normalize(name, name)
         for _ in range(_MAX_LINK_HOPS):
             if normalized in self.members:
@@ -264,14 +300,18 @@ class ArchiveReader:
             if normalized not in self.links:
                 break
             normalized = self.links[normalized]
-        raise HutchError(f"the archive is missing {name!r} ({what}): it is incomplete or damaged")
+        raise HutchError(
+            f"the archive is missing {name!r} ({subject}): it is incomplete or damaged"
+        )
 
     def has(self, name: str) -> bool:
         return name in self.members or name in self.links
 
-    def json(self, name: str, what: str) -> Any:
-        member = self.member(name, what)
-        return _parse_json(read_capped(member.path, self.limits.max_json_bytes, what), what)
+    def json(self, name: str, subject: str) -> Any:
+        member = self.member(name, subject)
+        return _parse_json(
+            read_capped(member.path, self.limits.max_json_bytes, subject), subject
+        )
 
     # -- formats ---------------------------------------------------------------
 
@@ -288,27 +328,35 @@ class ArchiveReader:
     def _docker_images(self) -> list[ImageSpec]:
         manifest = self.json("manifest.json", "the docker-archive manifest")
         if not isinstance(manifest, list) or not manifest:
-            raise HutchError("the archive's manifest.json is not a non-empty list of images")
+            raise HutchError(
+                "the archive's manifest.json is not a non-empty list of images"
+            )
         images = []
         for index, entry in enumerate(manifest):
-            what = f"image {index} of manifest.json"
+            subject = f"image {index} of manifest.json"
             if not isinstance(entry, dict) or not isinstance(entry.get("Config"), str):
-                raise HutchError(f"{what} has no Config")
+                raise HutchError(f"{subject} has no Config")
             layers = entry.get("Layers")
             tags = entry.get("RepoTags") or []
-            if not isinstance(layers, list) or not all(isinstance(item, str) for item in layers):
-                raise HutchError(f"{what} has no valid Layers list")
-            if not isinstance(tags, list) or not all(isinstance(item, str) for item in tags):
-                raise HutchError(f"{what} has an invalid RepoTags list")
-            config_member = self.member(entry["Config"], f"the config of {what}")
+            if not isinstance(layers, list) or not all(
+                isinstance(item, str) for item in layers
+            ):
+                raise HutchError(f"{subject} has no valid Layers list")
+            if not isinstance(tags, list) or not all(
+                isinstance(item, str) for item in tags
+            ):
+                raise HutchError(f"{subject} has an invalid RepoTags list")
+            config_member = self.member(entry["Config"], f"the config of {subject}")
             _check_named_digest(config_member, entry["Config"])
-            image = self._image_spec(config_member, [refs.normalize_reference(tag) for tag in tags], what)
+            image = self._image_spec(
+                config_member, [refs.normalize_reference(tag) for tag in tags], subject
+            )
             members = []
             for layer in layers:
-                layer_member = self.member(layer, f"a layer of {what}")
+                layer_member = self.member(layer, f"a layer of {subject}")
                 _check_named_digest(layer_member, layer)
                 members.append(layer_member)
-            images.append(self._attach_layers(image, members, what))
+            images.append(self._attach_layers(image, members, subject))
         return images
 
     def _oci_images(self) -> list[ImageSpec]:
@@ -317,69 +365,95 @@ class ArchiveReader:
             raise HutchError("the archive's index.json has no manifests list")
         images = []
         for position, descriptor in enumerate(index["manifests"]):
-            what = f"manifest {position} of index.json"
-            tags = _oci_tags(descriptor, what)
-            manifest = self._oci_manifest(descriptor, what)
-            config_member = self._descriptor_blob(manifest.get("config"), f"the config of {what}")
-            image = self._image_spec(config_member, tags, what)
+            subject = f"manifest {position} of index.json"
+            tags = _oci_tags(descriptor, subject)
+            manifest = self._oci_manifest(descriptor, subject)
+            config_member = self._descriptor_blob(
+                manifest.get("config"), f"the config of {subject}"
+            )
+            image = self._image_spec(config_member, tags, subject)
             layer_descriptors = manifest.get("layers")
             if not isinstance(layer_descriptors, list):
-                raise HutchError(f"{what} has no layers list")
+                raise HutchError(f"{subject} has no layers list")
             members = [
-                self._descriptor_blob(layer, f"layer {number} of {what}")
+                self._descriptor_blob(layer, f"layer {number} of {subject}")
                 for number, layer in enumerate(layer_descriptors)
             ]
-            images.append(self._attach_layers(image, members, what))
-        return _merge_same_images(images)
+            images.append(self._attach_layers(image, members, subject))
+        return merge_same_images(images)
 
-    def _oci_manifest(self, descriptor: Any, what: str) -> dict[str, Any]:
+    def _oci_manifest(self, descriptor: Any, subject: str) -> dict[str, Any]:
         for _ in range(_MAX_LINK_HOPS):
-            member = self._descriptor_blob(descriptor, what)
-            document = _parse_json(read_capped(member.path, self.limits.max_json_bytes, what), what)
+            member = self._descriptor_blob(descriptor, subject)
+            document = _parse_json(
+                read_capped(member.path, self.limits.max_json_bytes, subject), subject
+            )
             if not isinstance(document, dict):
-                raise HutchError(f"{what} is not a JSON object")
+                raise HutchError(f"{subject} is not a JSON object")
             media_type = document.get("mediaType") or descriptor.get("mediaType")
             if media_type not in _INDEX_TYPES and "manifests" not in document:
                 return document
-            descriptor = _pick_platform(document, what)
-        raise HutchError(f"{what} nests indexes too deeply")
+            descriptor = _pick_platform(document, subject)
+        raise HutchError(f"{subject} nests indexes too deeply")
 
-    def _descriptor_blob(self, descriptor: Any, what: str) -> ArchiveMember:
-        if not isinstance(descriptor, dict) or not isinstance(descriptor.get("digest"), str):
-            raise HutchError(f"{what} has no digest")
-        hex_digest = split_digest(descriptor["digest"], what)
-        member = self.member(f"blobs/sha256/{hex_digest}", what)
+    def _descriptor_blob(self, descriptor: Any, subject: str) -> ArchiveMember:
+        if not isinstance(descriptor, dict) or not isinstance(
+            descriptor.get("digest"), str
+        ):
+            raise HutchError(f"{subject} has no digest")
+        hex_digest = split_digest(descriptor["digest"], subject)
+        member = self.member(f"blobs/sha256/{hex_digest}", subject)
         if member.digest != hex_digest:
-            raise HutchError(f"{what}: blob sha256:{hex_digest} has the digest sha256:{member.digest}: it is corrupt")
+            raise HutchError(
+                f"{subject}: blob sha256:{hex_digest} has the digest "
+                f"sha256:{member.digest}: it is corrupt"
+            )
         size = descriptor.get("size")
         if isinstance(size, int) and size != member.size:
-            raise HutchError(f"{what}: blob sha256:{hex_digest} has {member.size} bytes, not {size}")
+            raise HutchError(
+                f"{subject}: blob sha256:{hex_digest} has {member.size} bytes, not {size}"
+            )
         return member
 
-    def _image_spec(self, config_member: ArchiveMember, tags: list[str], what: str) -> ImageSpec:
-        config = read_capped(config_member.path, self.limits.max_json_bytes, f"the config of {what}")
+    def _image_spec(
+        self, config_member: ArchiveMember, tags: list[str], subject: str
+    ) -> ImageSpec:
+        config = read_capped(
+            config_member.path, self.limits.max_json_bytes, f"the config of {subject}"
+        )
         return ImageSpec(config, config_member.digest, tags)
 
-    def _attach_layers(self, image: ImageSpec, members: list[ArchiveMember], what: str) -> ImageSpec:
-        config = _parse_json(image.config, f"the config of {what}")
+    def _attach_layers(
+        self, image: ImageSpec, members: list[ArchiveMember], subject: str
+    ) -> ImageSpec:
+        config = _parse_json(image.config, f"the config of {subject}")
         rootfs = config.get("rootfs") if isinstance(config, dict) else None
         diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
         if not isinstance(diff_ids, list):
-            raise HutchError(f"the config of {what} has no rootfs.diff_ids")
+            raise HutchError(f"the config of {subject} has no rootfs.diff_ids")
         if len(diff_ids) != len(members):
-            raise HutchError(f"{what} lists {len(members)} layers but its config has {len(diff_ids)} diff_ids")
+            raise HutchError(
+                f"{subject} lists {len(members)} layers but its config has {len(diff_ids)} diff_ids"
+            )
         if len(members) > self.limits.max_layers:
-            raise HutchError(f"{what} has {len(members)} layers, more than the limit of {self.limits.max_layers}")
-        for member, diff_id in zip(members, diff_ids):
-            image.layers.append(LayerSpec(member, split_digest(str(diff_id), f"the config of {what}")))
+            raise HutchError(
+                f"{subject} has {len(members)} layers, more than the limit of "
+                f"{self.limits.max_layers}"
+            )
+        for member, diff_id in zip(members, diff_ids, strict=True):
+            image.layers.append(
+                LayerSpec(
+                    member, split_digest(str(diff_id), f"the config of {subject}")
+                )
+            )
         return image
 
 
-def _parse_json(data: bytes, what: str) -> Any:
+def _parse_json(data: bytes, subject: str) -> Any:
     try:
         return json.loads(data)
     except ValueError as error:
-        raise HutchError(f"{what} is not valid JSON: {error}") from None
+        raise HutchError(f"{subject} is not valid JSON: {error}") from None
 
 
 def _check_named_digest(member: ArchiveMember, name: str) -> None:
@@ -387,14 +461,18 @@ def _check_named_digest(member: ArchiveMember, name: str) -> None:
     stem = name.rsplit("/", 1)[-1].removesuffix(".json")
     named = name.startswith("blobs/sha256/") or name.endswith(".json")
     if named and is_hex_digest(stem) and stem != member.digest:
-        raise HutchError(f"the archive member {name!r} has the digest sha256:{member.digest}: it is corrupt")
+        raise HutchError(
+            f"the archive member {name!r} has the digest sha256:{member.digest}: it is corrupt"
+        )
 
 
-def _oci_tags(descriptor: Any, what: str) -> list[str]:
+def _oci_tags(descriptor: Any, subject: str) -> list[str]:
     if not isinstance(descriptor, dict):
-        raise HutchError(f"{what} is not a JSON object")
+        raise HutchError(f"{subject} is not a JSON object")
     annotations = descriptor.get("annotations") or {}
-    name = annotations.get("io.containerd.image.name") or annotations.get("org.opencontainers.image.ref.name")
+    name = annotations.get("io.containerd.image.name") or annotations.get(
+        "org.opencontainers.image.ref.name"
+    )
     if not isinstance(name, str) or not name:
         return []
     # A bare ref.name such as "latest" is only a tag, with no repository to put it in.
@@ -403,24 +481,30 @@ def _oci_tags(descriptor: Any, what: str) -> list[str]:
     return [refs.normalize_reference(name)]
 
 
-def _pick_platform(index: dict[str, Any], what: str) -> Any:
+def _pick_platform(index: dict[str, Any], subject: str) -> Any:
     manifests = index.get("manifests")
     if not isinstance(manifests, list) or not manifests:
-        raise HutchError(f"{what} is an empty image index")
+        raise HutchError(f"{subject} is an empty image index")
     if len(manifests) == 1:
         return manifests[0]
     for descriptor in manifests:
         platform = descriptor.get("platform") if isinstance(descriptor, dict) else None
-        if isinstance(platform, dict) and platform.get("os") == "linux" and platform.get("architecture") == host_architecture():
+        if (
+            isinstance(platform, dict)
+            and platform.get("os") == "linux"
+            and platform.get("architecture") == host_architecture()
+        ):
             return descriptor
-    raise HutchError(f"{what} has no image for linux/{host_architecture()}")
+    raise HutchError(f"{subject} has no image for linux/{host_architecture()}")
 
 
-def _merge_same_images(images: Iterable[ImageSpec]) -> list[ImageSpec]:
+def merge_same_images(images: Iterable[ImageSpec]) -> list[ImageSpec]:
     merged: dict[str, ImageSpec] = {}
     for image in images:
         if image.config_digest in merged:
-            merged[image.config_digest].tags.extend(tag for tag in image.tags if tag not in merged[image.config_digest].tags)
+            merged[image.config_digest].tags.extend(
+                tag for tag in image.tags if tag not in merged[image.config_digest].tags
+            )
         else:
             merged[image.config_digest] = image
     return list(merged.values())

@@ -13,7 +13,7 @@ import lzma
 import os
 import zlib
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from hutch.errors import HutchError
 from hutch.store.layout import CHUNK_SIZE
@@ -59,10 +59,17 @@ class HashingReader:
     decompression bombs as well as plain oversized input.
     """
 
-    def __init__(self, source: BinaryIO, *, what: str, limit: int, copy_to: BinaryIO | None = None) -> None:
+    def __init__(
+        self,
+        source: BinaryIO,
+        *,
+        subject: str,
+        limit: int,
+        copy_to: BinaryIO | None = None,
+    ) -> None:
         self._source = source
         self._copy_to = copy_to
-        self.what = what
+        self.subject = subject
         self.limit = limit
         self.hash = hashlib.sha256()
         self.size = 0
@@ -71,10 +78,14 @@ class HashingReader:
         try:
             data = self._source.read(size if size >= 0 else CHUNK_SIZE)
         except (OSError, EOFError, zlib.error, lzma.LZMAError) as error:
-            raise HutchError(f"cannot read {self.what}: {error}: the data is corrupt or truncated") from None
+            raise HutchError(
+                f"cannot read {self.subject}: {error}: the data is corrupt or truncated"
+            ) from None
         self.size += len(data)
         if self.size > self.limit:
-            raise HutchError(f"{self.what} is larger than the limit of {self.limit} bytes")
+            raise HutchError(
+                f"{self.subject} is larger than the limit of {self.limit} bytes"
+            )
         self.hash.update(data)
         if self._copy_to is not None:
             self._copy_to.write(data)
@@ -113,13 +124,18 @@ class HashingWriter:
 def detect_compression(source: PeekableReader) -> str:
     """Return "gzip", "xz", "bzip2", "zstd", or "" for bytes that match no known magic."""
     head = source.peek(6)
-    for name, magic in (("gzip", GZIP_MAGIC), ("xz", XZ_MAGIC), ("bzip2", BZIP2_MAGIC), ("zstd", ZSTD_MAGIC)):
+    for name, magic in (
+        ("gzip", GZIP_MAGIC),
+        ("xz", XZ_MAGIC),
+        ("bzip2", BZIP2_MAGIC),
+        ("zstd", ZSTD_MAGIC),
+    ):
         if head.startswith(magic):
             return name
     return ""
 
 
-def open_decompressed(source: BinaryIO, what: str) -> BinaryIO:
+def open_decompressed(source: BinaryIO, subject: str) -> BinaryIO:
     """Return a reader of SOURCE's bytes, decompressed when they start with a known magic.
 
     gzip, xz and bzip2 come from the standard library. zstd is rejected because
@@ -127,40 +143,34 @@ def open_decompressed(source: BinaryIO, what: str) -> BinaryIO:
     """
     peekable = PeekableReader(source)
     compression = detect_compression(peekable)
+    stream = cast(BinaryIO, peekable)
     if compression == "gzip":
-        return gzip.GzipFile(fileobj=peekable, mode="rb")  # type: ignore[return-value]
+        return cast(BinaryIO, gzip.GzipFile(fileobj=stream, mode="rb"))
     if compression == "xz":
-        return lzma.LZMAFile(peekable, mode="rb")  # type: ignore[return-value]
+        return cast(BinaryIO, lzma.LZMAFile(stream, mode="rb"))
     if compression == "bzip2":
-        return bz2.BZ2File(peekable, mode="rb")  # type: ignore[return-value]
+        return cast(BinaryIO, bz2.BZ2File(stream, mode="rb"))
     if compression == "zstd":
         raise HutchError(
-            f"{what} is zstd-compressed, which hutch cannot read yet: convert it first, "
+            f"{subject} is zstd-compressed, which hutch cannot read yet: convert it first, "
             "for example with skopeo copy --dest-compress-format gzip"
         )
-    return peekable  # type: ignore[return-value]
+    return stream
 
 
-def hash_file(path: Path) -> tuple[str, int]:
-    """Return the sha256 hex digest and the size of the file at PATH."""
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as file:
-        while chunk := file.read(CHUNK_SIZE):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
-
-
-def read_capped(path: Path, limit: int, what: str) -> bytes:
+def read_capped(path: Path, limit: int, subject: str) -> bytes:
     """Return the contents of PATH, or raise when it is larger than LIMIT bytes."""
     size = os.stat(path).st_size
     if size > limit:
-        raise HutchError(f"{what} is {size} bytes, more than the limit of {limit}")
+        raise HutchError(f"{subject} is {size} bytes, more than the limit of {limit}")
     return path.read_bytes()
 
 
 def new_temp_file(directory: Path, name: str) -> BinaryIO:
-    """Create DIRECTORY/NAME for writing; it must not exist yet."""
-    fd = os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    """Create DIRECTORY/NAME, which must not exist yet, and open it for writing."""
+    fd = os.open(
+        directory / name,
+        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+        0o600,
+    )
     return os.fdopen(fd, "wb", buffering=CHUNK_SIZE)

@@ -25,11 +25,13 @@ _SIGNALS = frozenset(
 
 def canonical_json(value: Any) -> bytes:
     """Return VALUE as compact JSON with sorted keys, so equal values hash equally."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    ).encode()
 
 
 def now_rfc3339() -> str:
-    """Return the current UTC time in RFC 3339 with nanosecond-style precision, as Docker writes it."""
+    """Return the current UTC time in RFC 3339 with nine fraction digits, as Docker writes it."""
     now = datetime.datetime.now(datetime.timezone.utc)
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond:06d}000Z"
 
@@ -63,18 +65,27 @@ def new_config(diff_id: str, created: str, comment: str) -> dict[str, Any]:
         "created": created,
         "config": {},
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        "history": [{"created": created, "created_by": "hutch import", "comment": comment}],
+        "history": [
+            {"created": created, "created_by": "hutch import", "comment": comment}
+        ],
     }
 
 
-def build_manifest(config_digest: str, config_size: int, layers: list[tuple[str, int]]) -> dict[str, Any]:
+def build_manifest(
+    config_digest: str, config_size: int, layers: list[tuple[str, int]]
+) -> dict[str, Any]:
     """Return an OCI manifest for a config and uncompressed layers given as (digest, size)."""
     return {
         "schemaVersion": 2,
         "mediaType": MANIFEST_MEDIA_TYPE,
-        "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": config_digest, "size": config_size},
+        "config": {
+            "mediaType": CONFIG_MEDIA_TYPE,
+            "digest": config_digest,
+            "size": config_size,
+        },
         "layers": [
-            {"mediaType": LAYER_MEDIA_TYPE, "digest": digest, "size": size} for digest, size in layers
+            {"mediaType": LAYER_MEDIA_TYPE, "digest": digest, "size": size}
+            for digest, size in layers
         ],
     }
 
@@ -88,16 +99,20 @@ def apply_changes(config: dict[str, Any], changes: list[str]) -> dict[str, Any]:
     result = copy.deepcopy(config)
     container = result.setdefault("config", {})
     if not isinstance(container, dict):
-        raise HutchError("image config has a non-object \"config\" field")
+        raise HutchError('image config has a non-object "config" field')
     for line in changes:
         instruction, _, argument = line.strip().partition(" ")
         handler = _CHANGE_HANDLERS.get(instruction.upper())
         if handler is None:
             names = ", ".join(sorted(_CHANGE_HANDLERS))
-            raise HutchError(f"invalid change {line!r}: the instruction must be one of {names}")
+            raise HutchError(
+                f"invalid change {line!r}: the instruction must be one of {names}"
+            )
         argument = argument.strip()
         if not argument:
-            raise HutchError(f"invalid change {line!r}: {instruction.upper()} needs an argument")
+            raise HutchError(
+                f"invalid change {line!r}: {instruction.upper()} needs an argument"
+            )
         handler(container, argument, line)
     return result
 
@@ -108,8 +123,12 @@ def _command(argument: str, line: str) -> list[str]:
             value = json.loads(argument)
         except ValueError:
             value = None
-        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-            raise HutchError(f"invalid change {line!r}: the JSON form must be a list of strings")
+        if not isinstance(value, list) or not all(
+            isinstance(item, str) for item in value
+        ):
+            raise HutchError(
+                f"invalid change {line!r}: the JSON form must be a list of strings"
+            )
         return value
     return ["/bin/sh", "-c", argument]
 
@@ -135,7 +154,9 @@ def _key_values(argument: str, line: str) -> list[tuple[str, str]]:
     for word in words:
         key, equals, value = word.partition("=")
         if not equals or not key:
-            raise HutchError(f"invalid change {line!r}: expected KEY=VALUE, got {word!r}")
+            raise HutchError(
+                f"invalid change {line!r}: expected KEY=VALUE, got {word!r}"
+            )
         pairs.append((key, value))
     return pairs
 
@@ -162,7 +183,9 @@ def _set_workdir(container: dict[str, Any], argument: str, line: str) -> None:
 
 def _set_user(container: dict[str, Any], argument: str, line: str) -> None:
     if any(character.isspace() for character in argument):
-        raise HutchError(f"invalid change {line!r}: USER takes one NAME[:GROUP] or UID[:GID]")
+        raise HutchError(
+            f"invalid change {line!r}: USER takes one NAME[:GROUP] or UID[:GID]"
+        )
     container["User"] = argument
 
 
@@ -171,8 +194,14 @@ def _set_expose(container: dict[str, Any], argument: str, line: str) -> None:
     for word in argument.split():
         port, _, protocol = word.partition("/")
         protocol = protocol or "tcp"
-        if not port.isdigit() or not 0 < int(port) < 65536 or protocol not in ("tcp", "udp", "sctp"):
-            raise HutchError(f"invalid change {line!r}: {word!r} is not PORT[/tcp|udp|sctp]")
+        if (
+            not port.isdigit()
+            or not 0 < int(port) < 65536
+            or protocol not in ("tcp", "udp", "sctp")
+        ):
+            raise HutchError(
+                f"invalid change {line!r}: {word!r} is not PORT[/tcp|udp|sctp]"
+            )
         ports[f"{int(port)}/{protocol}"] = {}
     container["ExposedPorts"] = ports
 
@@ -180,7 +209,9 @@ def _set_expose(container: dict[str, Any], argument: str, line: str) -> None:
 def _set_stopsignal(container: dict[str, Any], argument: str, line: str) -> None:
     name = argument.upper().removeprefix("SIG")
     if not (argument.isdigit() and 0 < int(argument) < 65) and name not in _SIGNALS:
-        raise HutchError(f"invalid change {line!r}: {argument!r} is not a signal name or number")
+        raise HutchError(
+            f"invalid change {line!r}: {argument!r} is not a signal name or number"
+        )
     container["StopSignal"] = argument
 
 

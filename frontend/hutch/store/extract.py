@@ -52,13 +52,17 @@ def open_tar_stream(source: BinaryIO, limits: Limits) -> tarfile.TarFile:
     class CappedTarInfo(tarfile.TarInfo):
         # tarfile reads a PAX or GNU long-name header into memory whole, so a
         # header claiming gigabytes would exhaust memory before any other check.
-        def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:  # type: ignore[override]
-            if self.type in _EXTENDED_HEADER_TYPES and self.size > limits.max_extended_header_bytes:
+        def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+            if (
+                self.type in _EXTENDED_HEADER_TYPES
+                and self.size > limits.max_extended_header_bytes
+            ):
                 raise tarfile.HeaderError(
                     f"extended header of {self.size} bytes is larger than the limit "
                     f"of {limits.max_extended_header_bytes}"
                 )
-            return super()._proc_member(tar)  # type: ignore[misc]
+            member: tarfile.TarInfo = super()._proc_member(tar)  # type: ignore[misc]
+            return member
 
     try:
         return tarfile.open(
@@ -73,13 +77,13 @@ def open_tar_stream(source: BinaryIO, limits: Limits) -> tarfile.TarFile:
         raise HutchError(f"not a valid tar archive: {error}") from None
 
 
-def iterate_members(tar: tarfile.TarFile, what: str) -> Iterator[tarfile.TarInfo]:
+def iterate_members(tar: tarfile.TarFile, subject: str) -> Iterator[tarfile.TarInfo]:
     """Yield the members of a tar stream, turning tarfile's errors into HutchError."""
     while True:
         try:
             member = tar.next()
         except (tarfile.TarError, EOFError) as error:
-            raise HutchError(f"invalid tar data in {what}: {error}") from None
+            raise HutchError(f"invalid tar data in {subject}: {error}") from None
         if member is None:
             return
         yield member
@@ -108,7 +112,7 @@ class _DirectoryMetadata:
 
 @dataclass
 class ExtractResult:
-    """What one extraction wrote."""
+    """The entry count and file bytes of one extraction."""
 
     entries: int
     file_bytes: int
@@ -117,36 +121,58 @@ class ExtractResult:
 class LayerExtractor:
     """Extract one layer tar into an empty directory that the caller created."""
 
-    def __init__(self, destination: Path, limits: Limits, what: str) -> None:
+    def __init__(
+        self,
+        destination: Path,
+        limits: Limits,
+        subject: str,
+        warned: set[str] | None = None,
+    ) -> None:
         self.destination = destination
         self.limits = limits
-        self.what = what
+        self.subject = subject
         self.privileged = os.geteuid() == 0
         self._entries = 0
         self._file_bytes = 0
         self._inodes: dict[str, tuple[int, int]] = {}  # extracted non-directories
         # The layer root gets 0755 unless the tar has a "." entry, because overlayfs
         # shows the top layer's root mode as the container's "/".
-        self._directories: dict[str, _DirectoryMetadata] = {"": _DirectoryMetadata(0o755, 0, 0, 0)}
-        self._warned: set[str] = set()
+        self._directories: dict[str, _DirectoryMetadata] = {
+            "": _DirectoryMetadata(0o755, 0, 0, 0)
+        }
+        # Keys of warnings already logged. Callers share one set across the layers of
+        # an operation, so each warning appears once per import or load.
+        self._warned = warned if warned is not None else set()
 
     # -- public entry point --------------------------------------------------
 
     def extract(self, tar: tarfile.TarFile) -> ExtractResult:
-        """Extract every member of TAR; raise HutchError naming the first bad member."""
+        """Extract every member of TAR, or raise HutchError naming the first bad member."""
         self._root_fd = os.open(self.destination, _DIR_FLAGS)
         try:
-            for member in iterate_members(tar, self.what):
+            for member in iterate_members(tar, self.subject):
                 self._entries += 1
                 if self._entries > self.limits.max_entries:
-                    raise HutchError(f"{self.what} has more than {self.limits.max_entries} entries")
+                    raise HutchError(
+                        f"{self.subject} has more than {self.limits.max_entries} entries"
+                    )
                 try:
                     self._extract_member(tar, member)
                 except tarfile.TarError as error:
-                    raise self._error(member.name, f"the tar data is truncated or corrupt ({error})") from None
+                    raise self._error(
+                        member.name, f"the tar data is truncated or corrupt ({error})"
+                    ) from None
                 except OSError as error:
-                    raise self._error(member.name, f"cannot be written: {error.strerror}") from None
-            self._apply_directory_metadata()
+                    raise self._error(
+                        member.name, f"cannot be written: {error.strerror}"
+                    ) from None
+            try:
+                self._apply_directory_metadata()
+            except OSError as error:
+                raise HutchError(
+                    f"{self.subject}: cannot set the mode or owner of a directory: "
+                    f"{error.strerror}, so nothing was stored"
+                ) from None
         finally:
             os.close(self._root_fd)
         return ExtractResult(self._entries, self._file_bytes)
@@ -160,13 +186,17 @@ class LayerExtractor:
             raise self._error(member.name, f"has an unsafe name: {error}") from None
         if not parts:
             if not member.isdir():
-                raise self._error(member.name, "would replace the layer's root directory")
+                raise self._error(
+                    member.name, "would replace the layer's root directory"
+                )
             self._directories[""] = _DirectoryMetadata(
                 member.mode & 0o7777, member.uid, member.gid, _mtime_ns(member)
             )
             return
         if member.issparse():
-            raise self._error(member.name, "is a sparse file, which hutch does not support")
+            raise self._error(
+                member.name, "is a sparse file, which hutch does not support"
+            )
         if parts[-1].startswith(WHITEOUT_PREFIX):
             self._extract_whiteout(member, parts)
             return
@@ -189,11 +219,15 @@ class LayerExtractor:
             elif member.ischr() or member.isblk():
                 self._extract_device(parent_fd, parts, member)
             else:
-                raise self._error(member.name, f"has an unsupported tar type {member.type!r}")
+                raise self._error(
+                    member.name, f"has an unsupported tar type {member.type!r}"
+                )
         finally:
             os.close(parent_fd)
 
-    def _extract_directory(self, parent_fd: int, parts: list[str], member: tarfile.TarInfo) -> None:
+    def _extract_directory(
+        self, parent_fd: int, parts: list[str], member: tarfile.TarInfo
+    ) -> None:
         name = parts[-1]
         try:
             info = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
@@ -218,7 +252,11 @@ class LayerExtractor:
         )
 
     def _extract_file(
-        self, tar: tarfile.TarFile, parent_fd: int, parts: list[str], member: tarfile.TarInfo
+        self,
+        tar: tarfile.TarFile,
+        parent_fd: int,
+        parts: list[str],
+        member: tarfile.TarInfo,
     ) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(parts[-1], flags, 0o600, dir_fd=parent_fd)
@@ -229,10 +267,15 @@ class LayerExtractor:
                 written += len(chunk)
                 self._file_bytes += len(chunk)
                 if self._file_bytes > self.limits.max_layer_bytes:
-                    raise HutchError(f"{self.what} holds more than {self.limits.max_layer_bytes} bytes")
+                    raise HutchError(
+                        f"{self.subject} is larger than the limit of "
+                        f"{self.limits.max_layer_bytes} bytes"
+                    )
                 _write_all(fd, chunk)
             if written != member.size:
-                raise self._error(member.name, f"is truncated: {written} of {member.size} bytes")
+                raise self._error(
+                    member.name, f"is truncated: {written} of {member.size} bytes"
+                )
             self._set_owner(member, fd=fd)
             os.fchmod(fd, member.mode & 0o7777)
             self._set_xattrs(fd, member)
@@ -242,7 +285,9 @@ class LayerExtractor:
         finally:
             os.close(fd)
 
-    def _extract_symlink(self, parent_fd: int, parts: list[str], member: tarfile.TarInfo) -> None:
+    def _extract_symlink(
+        self, parent_fd: int, parts: list[str], member: tarfile.TarInfo
+    ) -> None:
         if not member.linkname:
             raise self._error(member.name, "is a symlink with an empty target")
         if len(os.fsencode(member.linkname)) > self.limits.max_name_length:
@@ -250,18 +295,24 @@ class LayerExtractor:
         name = parts[-1]
         os.symlink(member.linkname, name, dir_fd=parent_fd)
         if self.privileged:
-            os.chown(name, member.uid, member.gid, dir_fd=parent_fd, follow_symlinks=False)
+            os.chown(
+                name, member.uid, member.gid, dir_fd=parent_fd, follow_symlinks=False
+            )
         else:
             self._note_owner(member)
         mtime = _mtime_ns(member)
         os.utime(name, ns=(mtime, mtime), dir_fd=parent_fd, follow_symlinks=False)
-        self._remember_inode(parts, os.stat(name, dir_fd=parent_fd, follow_symlinks=False))
+        self._remember_inode(
+            parts, os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+        )
 
     def _extract_hard_link(self, member: tarfile.TarInfo, parts: list[str]) -> None:
         try:
             target_parts = member_components(member.linkname, self.limits)
         except ValueError as error:
-            raise self._error(member.name, f"is a hard link with an unsafe target: {error}") from None
+            raise self._error(
+                member.name, f"is a hard link with an unsafe target: {error}"
+            ) from None
         target_key = "/".join(target_parts)
         if target_key not in self._inodes:
             raise self._error(
@@ -273,9 +324,14 @@ class LayerExtractor:
             return
         target_parent = self._open_parent(target_parts, member.name, create=False)
         try:
-            info = os.stat(target_parts[-1], dir_fd=target_parent, follow_symlinks=False)
+            info = os.stat(
+                target_parts[-1], dir_fd=target_parent, follow_symlinks=False
+            )
             if (info.st_dev, info.st_ino) != self._inodes[target_key]:
-                raise self._error(member.name, f"is a hard link to {member.linkname!r}, which was replaced")
+                raise self._error(
+                    member.name,
+                    f"is a hard link to {member.linkname!r}, which was replaced",
+                )
             parent_fd = self._open_parent(parts, member.name)
             try:
                 self._remove_existing(parent_fd, parts, member.name)
@@ -292,15 +348,30 @@ class LayerExtractor:
             os.close(target_parent)
         self._inodes["/".join(parts)] = self._inodes[target_key]
 
-    def _extract_device(self, parent_fd: int, parts: list[str], member: tarfile.TarInfo) -> None:
+    def _extract_device(
+        self, parent_fd: int, parts: list[str], member: tarfile.TarInfo
+    ) -> None:
         if not self.privileged:
-            self._warn_once("devices", "%s: skipped device nodes, which only root can create", self.what)
+            self._warn_once(
+                "devices",
+                "%s: skipped device nodes, which only root can create",
+                self.subject,
+            )
             return
         kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
         try:
-            os.mknod(parts[-1], kind | 0o600, os.makedev(member.devmajor, member.devminor), dir_fd=parent_fd)
+            os.mknod(
+                parts[-1],
+                kind | 0o600,
+                os.makedev(member.devmajor, member.devminor),
+                dir_fd=parent_fd,
+            )
         except PermissionError:
-            self._warn_once("devices", "%s: skipped device nodes: mknod is not permitted here", self.what)
+            self._warn_once(
+                "devices",
+                "%s: skipped device nodes: mknod is not permitted here",
+                self.subject,
+            )
             return
         self._set_path_metadata(parent_fd, parts, member, kind)
 
@@ -328,8 +399,10 @@ class LayerExtractor:
 
     # -- path walking --------------------------------------------------------
 
-    def _open_parent(self, parts: list[str], member_name: str, *, create: bool = True) -> int:
-        """Return an fd of the directory that holds PARTS[-1], creating missing ones."""
+    def _open_parent(
+        self, parts: list[str], member_name: str, *, create: bool = True
+    ) -> int:
+        """Return an fd of the directory that contains PARTS[-1], creating missing ones."""
         fd = os.dup(self._root_fd)
         try:
             for depth, part in enumerate(parts[:-1], start=1):
@@ -337,16 +410,22 @@ class LayerExtractor:
                     child = os.open(part, _DIR_FLAGS, dir_fd=fd)
                 except FileNotFoundError:
                     if not create:
-                        raise self._error(member_name, f"refers to {'/'.join(parts)}, which does not exist") from None
+                        raise self._error(
+                            member_name,
+                            f"refers to {'/'.join(parts)}, which does not exist",
+                        ) from None
                     os.mkdir(part, 0o700, dir_fd=fd)
                     # Parents a tar leaves out get Docker's 0755, owned by root.
-                    self._directories.setdefault("/".join(parts[:depth]), _DirectoryMetadata(0o755, 0, 0, 0))
+                    self._directories.setdefault(
+                        "/".join(parts[:depth]), _DirectoryMetadata(0o755, 0, 0, 0)
+                    )
                     child = os.open(part, _DIR_FLAGS, dir_fd=fd)
                 except OSError as error:
                     if error.errno in (errno.ELOOP, errno.ENOTDIR):
                         raise self._error(
                             member_name,
-                            f"lies under {'/'.join(parts[:depth])}, which is a symlink or not a directory",
+                            f"lies under {'/'.join(parts[:depth])}, which is a symlink "
+                            "or not a directory",
                         ) from None
                     raise
                 os.close(fd)
@@ -356,23 +435,32 @@ class LayerExtractor:
             os.close(fd)
             raise
 
-    def _remove_existing(self, parent_fd: int, parts: list[str], member_name: str) -> None:
+    def _remove_existing(
+        self, parent_fd: int, parts: list[str], member_name: str
+    ) -> None:
         """Unlink a non-directory at PARTS so a later member replaces it, as tar does."""
         try:
             info = os.stat(parts[-1], dir_fd=parent_fd, follow_symlinks=False)
         except FileNotFoundError:
             return
         if stat.S_ISDIR(info.st_mode):
-            raise self._error(member_name, f"would replace the directory {'/'.join(parts)} with a non-directory")
+            raise self._error(
+                member_name,
+                f"would replace the directory {'/'.join(parts)} with a non-directory",
+            )
         os.unlink(parts[-1], dir_fd=parent_fd)
         self._inodes.pop("/".join(parts), None)
 
     # -- metadata ------------------------------------------------------------
 
-    def _set_path_metadata(self, parent_fd: int, parts: list[str], member: tarfile.TarInfo, kind: int) -> None:
+    def _set_path_metadata(
+        self, parent_fd: int, parts: list[str], member: tarfile.TarInfo, kind: int
+    ) -> None:
         # fchmod and fchown do not work on O_PATH fds, but the /proc/self/fd link of one
         # names exactly the inode it was opened on, so nothing is re-resolved.
-        fd = os.open(parts[-1], os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+        fd = os.open(
+            parts[-1], os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd
+        )
         try:
             info = os.fstat(fd)
             if stat.S_IFMT(info.st_mode) != kind:
@@ -399,25 +487,36 @@ class LayerExtractor:
         if member.uid != 0 or member.gid != 0:
             self._warn_once(
                 "owners",
-                "%s: files owned by other users belong to you now: without root, owners are flattened",
-                self.what,
+                "%s: files owned by other users belong to you now: "
+                "without root, owners are flattened",
+                self.subject,
             )
 
     def _set_xattrs(self, fd: int, member: tarfile.TarInfo) -> None:
         for name, value in member_xattrs(member):
             if name.startswith(RESERVED_XATTR_PREFIXES):
-                self._warn_once("overlay-xattr", "%s: ignored overlayfs xattrs such as %s", self.what, name)
+                self._warn_once(
+                    "overlay-xattr",
+                    "%s: ignored overlayfs xattrs such as %s",
+                    self.subject,
+                    name,
+                )
                 continue
             try:
                 os.setxattr(fd, name, value)
             except OSError as error:
-                if error.errno not in (errno.EPERM, errno.EACCES, errno.ENOTSUP, errno.EINVAL):
+                if error.errno not in (
+                    errno.EPERM,
+                    errno.EACCES,
+                    errno.ENOTSUP,
+                    errno.EINVAL,
+                ):
                     raise
                 namespace = name.partition(".")[0]
                 self._warn_once(
                     f"xattr-{namespace}",
                     "%s: dropped %s.* xattrs such as %s: %s",
-                    self.what,
+                    self.subject,
                     namespace,
                     name,
                     error.strerror,
@@ -426,7 +525,9 @@ class LayerExtractor:
     def _apply_directory_metadata(self) -> None:
         # Deepest first: creating or changing a child updates its parent's mtime,
         # and a parent made read-only must not block its children any more.
-        for path in sorted(self._directories, key=lambda item: item.count("/"), reverse=True):
+        for path in sorted(
+            self._directories, key=lambda item: item.count("/"), reverse=True
+        ):
             metadata = self._directories[path]
             fd = self._open_directory(path)
             try:
@@ -456,13 +557,21 @@ class LayerExtractor:
             logger.warning(message, *args)
 
     def _error(self, member_name: str, problem: str) -> HutchError:
-        return HutchError(f"{self.what}: member {member_name!r} {problem}; nothing was stored")
+        return HutchError(
+            f"{self.subject}: member {member_name!r} {problem}, so nothing was stored"
+        )
 
 
-def extract_layer(source: BinaryIO, destination: Path, limits: Limits, what: str) -> ExtractResult:
+def extract_layer(
+    source: BinaryIO,
+    destination: Path,
+    limits: Limits,
+    subject: str,
+    warned: set[str] | None = None,
+) -> ExtractResult:
     """Extract the layer tar read from SOURCE into the empty directory DESTINATION."""
     tar = open_tar_stream(source, limits)
-    return LayerExtractor(destination, limits, what).extract(tar)
+    return LayerExtractor(destination, limits, subject, warned).extract(tar)
 
 
 def _mtime_ns(member: tarfile.TarInfo) -> int:

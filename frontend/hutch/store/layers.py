@@ -7,17 +7,21 @@ write_merged_tar writes the union of several layers as overlayfs would show
 it, with no whiteouts. Both walk the trees through directory fds without
 following symlinks, emit entries in sorted order, and hold open only the
 directories on the current path.
+
+NOTE: overlayfs redirect and metacopy xattrs are not followed, so upper dirs must
+come from mounts with redirect_dir=off and metacopy=off.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from hutch.errors import HutchError
 from hutch.store.extract import OPAQUE_MARKER, RESERVED_XATTR_PREFIXES, WHITEOUT_PREFIX
@@ -25,8 +29,8 @@ from hutch.store.layout import CHUNK_SIZE
 
 OPAQUE_XATTRS = ("user.overlay.opaque", "trusted.overlay.opaque")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-# Only these xattr namespaces are copied into tars; security.selinux labels and
-# the like describe the host, not the image.
+# Only these xattr namespaces are copied into tars, because security.selinux
+# labels and the like describe the host, not the image.
 _COPIED_XATTR_PREFIXES = ("user.", "security.capability")
 
 
@@ -54,7 +58,12 @@ def is_opaque(directory_fd: int) -> bool:
             if os.getxattr(directory_fd, name) == b"y":
                 return True
         except OSError as error:
-            if error.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EPERM, errno.EACCES):
+            if error.errno not in (
+                errno.ENODATA,
+                errno.ENOTSUP,
+                errno.EPERM,
+                errno.EACCES,
+            ):
                 raise
     return False
 
@@ -65,9 +74,13 @@ class _TreeTarWriter:
     def __init__(self, tar: tarfile.TarFile) -> None:
         self.tar = tar
         self.privileged = os.geteuid() == 0
-        self._links: dict[tuple[int, int], str] = {}  # (dev, ino) of files with nlink > 1
+        self.current = ""  # the path being written, for error messages
+        self._links: dict[
+            tuple[int, int], str
+        ] = {}  # (dev, ino) of files with nlink > 1
 
     def add(self, parent_fd: int, name: str, path: str, info: os.stat_result) -> None:
+        self.current = path
         member = tarfile.TarInfo(path + "/" if stat.S_ISDIR(info.st_mode) else path)
         member.mode = stat.S_IMODE(info.st_mode)
         member.mtime = int(info.st_mtime)
@@ -103,7 +116,7 @@ class _TreeTarWriter:
             member.devmajor = os.major(info.st_rdev)
             member.devminor = os.minor(info.st_rdev)
             self.tar.addfile(member)
-        # Sockets have no tar form; tar and Docker leave them out too.
+        # Sockets have no tar form, so they are left out, as GNU tar does.
 
     def add_empty_file(self, path: str, mtime: int) -> None:
         member = tarfile.TarInfo(path)
@@ -111,17 +124,26 @@ class _TreeTarWriter:
         member.mode = 0o644
         self.tar.addfile(member)
 
-    def _add_file(self, member: tarfile.TarInfo, parent_fd: int, name: str, info: os.stat_result) -> None:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY, dir_fd=parent_fd)
+    def _add_file(
+        self, member: tarfile.TarInfo, parent_fd: int, name: str, info: os.stat_result
+    ) -> None:
+        fd = os.open(
+            name,
+            os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY,
+            dir_fd=parent_fd,
+        )
         with os.fdopen(fd, "rb", buffering=CHUNK_SIZE) as file:
             opened = os.fstat(fd)
             if (opened.st_dev, opened.st_ino) != (info.st_dev, info.st_ino):
-                raise HutchError(f"{member.name} changed while it was read: stop the container and retry")
+                raise HutchError(
+                    f"{member.name} changed while it was read: stop the container and retry"
+                )
             member.size = opened.st_size
             self._add_xattrs(member, fd)
             self.tar.addfile(member, file)
 
     def _add_xattrs(self, member: tarfile.TarInfo, fd: int) -> None:
+        headers = dict(member.pax_headers)
         try:
             names = os.listxattr(fd)
         except OSError as error:
@@ -129,7 +151,9 @@ class _TreeTarWriter:
                 return
             raise
         for xattr in sorted(names):
-            if xattr.startswith(RESERVED_XATTR_PREFIXES) or not xattr.startswith(_COPIED_XATTR_PREFIXES):
+            if xattr.startswith(RESERVED_XATTR_PREFIXES) or not xattr.startswith(
+                _COPIED_XATTR_PREFIXES
+            ):
                 continue
             try:
                 value = os.getxattr(fd, xattr)
@@ -137,7 +161,8 @@ class _TreeTarWriter:
                 if error.errno in (errno.ENODATA, errno.ENOTSUP, errno.EPERM):
                     continue
                 raise
-            member.pax_headers["SCHILY.xattr." + xattr] = value.decode("utf-8", "surrogateescape")
+            headers["SCHILY.xattr." + xattr] = value.decode("utf-8", "surrogateescape")
+        member.pax_headers = headers
 
     def _owner(self, info: os.stat_result) -> tuple[int, int]:
         if self.privileged:
@@ -158,19 +183,56 @@ def _sorted_entries(directory_fd: int) -> list[tuple[str, os.stat_result]]:
     return entries
 
 
+class _OutputError(Exception):
+    """An OSError raised while writing the output, kept apart from read errors."""
+
+
+class _GuardedOutput:
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._out.write(data)
+        except OSError as error:
+            raise _OutputError() from error
+
+
+@contextlib.contextmanager
+def _tree_writer(out: BinaryIO, source: Path) -> Iterator[_TreeTarWriter]:
+    """Yield a tree writer on OUT, turning errors reading SOURCE into HutchError."""
+    writer = None
+    try:
+        with open_tar_writer(cast(BinaryIO, _GuardedOutput(out))) as tar:
+            writer = _TreeTarWriter(tar)
+            yield writer
+    except _OutputError as error:
+        raise cast(OSError, error.__cause__) from None
+    except OSError as error:
+        path = writer.current if writer is not None else ""
+        raise HutchError(
+            f"cannot read {path or '/'} in {source}: {error.strerror}: "
+            "check its permissions, or stop the container and retry"
+        ) from None
+
+
 def write_diff_tar(upper: Path, out: BinaryIO) -> None:
     """Write the changes in UPPER, an overlayfs upper directory, as a layer tar to OUT."""
     root_fd = _open_root(upper)
     try:
-        with open_tar_writer(out) as tar:
-            _write_diff_directory(_TreeTarWriter(tar), root_fd, "")
+        with _tree_writer(out, upper) as writer:
+            _write_diff_directory(writer, root_fd, "")
     finally:
         os.close(root_fd)
 
 
-def _write_diff_directory(writer: _TreeTarWriter, directory_fd: int, prefix: str) -> None:
+def _write_diff_directory(
+    writer: _TreeTarWriter, directory_fd: int, prefix: str
+) -> None:
     if prefix and is_opaque(directory_fd):
-        writer.add_empty_file(prefix + OPAQUE_MARKER, int(os.fstat(directory_fd).st_mtime))
+        writer.add_empty_file(
+            prefix + OPAQUE_MARKER, int(os.fstat(directory_fd).st_mtime)
+        )
     for name, info in _sorted_entries(directory_fd):
         path = prefix + name
         if is_whiteout(info):
@@ -192,8 +254,9 @@ def write_merged_tar(layer_dirs: list[Path], upper: Path | None, out: BinaryIO) 
     try:
         for directory in tops_first:
             fds.append(_open_root(directory))
-        with open_tar_writer(out) as tar:
-            _write_merged_directory(_TreeTarWriter(tar), _cut_at_opaque(fds), "")
+        source = upper or (layer_dirs[-1] if layer_dirs else Path("/"))
+        with _tree_writer(out, source) as writer:
+            _write_merged_directory(writer, _cut_at_opaque(fds), "")
     finally:
         for fd in fds:
             os.close(fd)
@@ -207,8 +270,10 @@ def _cut_at_opaque(fds: list[int]) -> list[int]:
     return fds
 
 
-def _write_merged_directory(writer: _TreeTarWriter, fds: list[int], prefix: str) -> None:
-    """Write one merged directory; FDS are its copies in each layer, top layer first."""
+def _write_merged_directory(
+    writer: _TreeTarWriter, fds: list[int], prefix: str
+) -> None:
+    """Write one merged directory. FDS are its copies in each layer, top layer first."""
     listings = [dict(_sorted_entries(fd)) for fd in fds]
     names = sorted({name for listing in listings for name in listing}, key=os.fsencode)
     for name in names:
@@ -241,12 +306,6 @@ def _open_root(directory: Path) -> int:
     try:
         return os.open(directory, _DIR_FLAGS)
     except OSError as error:
-        raise HutchError(f"cannot open layer directory {directory}: {error.strerror}") from None
-
-
-def iter_tree_names(root: Path) -> Iterator[str]:
-    """Yield the relative paths under ROOT, without following symlinks (for tests and tools)."""
-    for directory, dirnames, filenames in os.walk(root):
-        relative = os.path.relpath(directory, root)
-        for name in sorted(dirnames + filenames):
-            yield name if relative == "." else f"{relative}/{name}"
+        raise HutchError(
+            f"cannot open layer directory {directory}: {error.strerror}"
+        ) from None

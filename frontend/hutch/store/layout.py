@@ -62,16 +62,18 @@ def is_hex_digest(value: str) -> bool:
     return len(value) == 64 and set(value) <= HEX_DIGITS
 
 
-def split_digest(value: str, what: str) -> str:
+def split_digest(value: str, subject: str) -> str:
     """Return the hex of "sha256:<hex>", or raise naming WHAT."""
     algorithm, _, hex_part = value.partition(":")
     if algorithm != "sha256" or not is_hex_digest(hex_part):
-        raise HutchError(f"invalid digest {value!r} in {what}: expected sha256:<64 hex>")
+        raise HutchError(
+            f"invalid digest {value!r} in {subject}: expected sha256:<64 hex>"
+        )
     return hex_part
 
 
 def member_components(name: str, limits: Limits) -> list[str]:
-    """Split a tar member name into components; raise ValueError saying why it is unsafe.
+    """Split a tar member name into components, or raise ValueError naming why it is unsafe.
 
     One leading "./" is dropped and a trailing "/" is allowed. An empty result means
     the root itself. Absolute names, "..", "." inside the name and empty components
@@ -95,7 +97,9 @@ def member_components(name: str, limits: Limits) -> list[str]:
         if part in ("", ".", ".."):
             raise ValueError(f"path component {part!r} is not allowed")
         if len(os.fsencode(part)) > limits.max_component_length:
-            raise ValueError(f"a component is longer than {limits.max_component_length} bytes")
+            raise ValueError(
+                f"a component is longer than {limits.max_component_length} bytes"
+            )
     return parts
 
 
@@ -134,12 +138,24 @@ class Layout:
         self._clear_stale_scratch()
 
     @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the store's exclusive lock while the block runs."""
-        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    def locked(self, *, wait: bool = True) -> Iterator[bool]:
+        """Hold the store's exclusive lock while the block runs.
+
+        With wait=False the block runs at once and receives False when another
+        process holds the lock, and True when this one got it.
+        """
+        fd = os.open(
+            self.lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
+            try:
+                fcntl.flock(
+                    fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB
+                )
+            except BlockingIOError:
+                yield False
+                return
+            yield True
         finally:
             os.close(fd)
 
@@ -152,7 +168,9 @@ class Layout:
         """
         path = self.tmp / f"{purpose}-{uuid.uuid4().hex}"
         path.mkdir(mode=0o700)
-        lock_fd = os.open(path / ".lock", os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        lock_fd = os.open(
+            path / ".lock", os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+        )
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
             yield path
@@ -169,7 +187,9 @@ class Layout:
                 path.unlink(missing_ok=True)
                 continue
             try:
-                lock_fd = os.open(path / ".lock", os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+                lock_fd = os.open(
+                    path / ".lock", os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+                )
             except FileNotFoundError:
                 remove_tree(path)
                 continue
@@ -177,7 +197,7 @@ class Layout:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(lock_fd)
-                continue  # a live operation holds it
+                continue  # a live operation has it locked
             try:
                 remove_tree(path)
             finally:
@@ -209,7 +229,11 @@ class Layout:
 def atomic_write(path: Path, data: bytes, tmp_dir: Path) -> None:
     """Write DATA to PATH so that readers see either the old or the new contents."""
     tmp_path = tmp_dir / f"write-{uuid.uuid4().hex}"
-    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    fd = os.open(
+        tmp_path,
+        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+        0o600,
+    )
     try:
         with os.fdopen(fd, "wb") as file:
             file.write(data)
@@ -245,7 +269,9 @@ def _make_owner_writable(path: Path, info: os.stat_result) -> None:
     if info.st_mode & 0o700 != 0o700:
         os.chmod(path, stat.S_IMODE(info.st_mode) | 0o700)
     with os.scandir(path) as entries:
-        children = [Path(entry.path) for entry in entries if entry.is_dir(follow_symlinks=False)]
+        children = [
+            Path(entry.path) for entry in entries if entry.is_dir(follow_symlinks=False)
+        ]
     for child in children:
         _make_owner_writable(child, os.lstat(child))
 
@@ -253,7 +279,9 @@ def _make_owner_writable(path: Path, info: os.stat_result) -> None:
 def _check_private_dir(path: Path) -> None:
     info = os.lstat(path)
     if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
-        raise HutchError(f"image store directory {path} is a symlink or not a directory: remove it")
+        raise HutchError(
+            f"image store directory {path} is a symlink or not a directory: remove it"
+        )
     if info.st_uid != os.geteuid():
         raise HutchError(
             f"image store directory {path} is owned by uid {info.st_uid}, not {os.geteuid()}: "

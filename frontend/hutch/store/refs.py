@@ -44,9 +44,11 @@ class Reference:
 
 
 def parse_reference(text: str) -> Reference:
-    """Parse NAME[:TAG]; raise HutchError naming TEXT when it is not a valid name."""
+    """Parse NAME[:TAG], or raise HutchError naming TEXT when it is not a valid name."""
     if "@" in text:
-        raise HutchError(f"invalid image name {text!r}: digest references are not supported")
+        raise HutchError(
+            f"invalid image name {text!r}: digest references are not supported"
+        )
     name, tag = text, DEFAULT_TAG
     last_colon = text.rfind(":")
     if last_colon > text.rfind("/"):
@@ -57,9 +59,15 @@ def parse_reference(text: str) -> Reference:
                 "and be at most 128 characters"
             )
     if len(name) > MAX_NAME_LENGTH:
-        raise HutchError(f"invalid image name {text!r}: longer than {MAX_NAME_LENGTH} characters")
+        raise HutchError(
+            f"invalid image name {text!r}: longer than {MAX_NAME_LENGTH} characters"
+        )
     if not _NAME_RE.fullmatch(name):
-        hint = "use lowercase letters" if name.lower() != name else "use [a-z0-9] separated by . _ -"
+        hint = (
+            "use lowercase letters"
+            if name.lower() != name
+            else "use [a-z0-9] separated by . _ -"
+        )
         raise HutchError(f"invalid image name {text!r}: {hint}, and / between parts")
     return Reference(name, tag)
 

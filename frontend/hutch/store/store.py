@@ -18,10 +18,12 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from hutch.errors import HutchError
-from hutch.store import archive, config as image_config, refs
+from hutch.store import archive
+from hutch.store import config as image_config
+from hutch.store import refs as names
 from hutch.store.blobs import (
     HashingReader,
     HashingWriter,
@@ -52,7 +54,7 @@ MIN_ID_PREFIX = 4
 
 @dataclass
 class Image:
-    """A stored image. diff_ids are "sha256:<hex>"; layer_dirs are the diff dirs, bottom first."""
+    """A stored image. diff_ids are "sha256:<hex>" and layer_dirs are diff dirs, bottom first."""
 
     id: str  # sha256 hex of the config blob
     repo_tags: list[str]
@@ -75,6 +77,8 @@ class _Staging:
         self.blobs: dict[str, Path] = {}
         self.layers: dict[str, Path] = {}
         self.manifests: dict[str, str] = {}  # image id -> manifest blob hex
+        self.required_layers: set[str] = set()  # layers already in the store, reused
+        self.warned: set[str] = set()  # warnings logged so far, shared by all layers
         self._counter = itertools.count()
 
     def new_name(self, kind: str) -> str:
@@ -90,7 +94,7 @@ class _Staging:
 
 
 class Store:
-    """An image store rooted at one directory; see layout.py for its files."""
+    """An image store rooted at one directory, whose files layout.py describes."""
 
     def __init__(self, layout: Layout, limits: Limits) -> None:
         self.layout = layout
@@ -101,7 +105,9 @@ class Store:
         """Create or validate the store at ROOT (0700, owned by the caller, no symlink)."""
         layout = Layout(Path(os.path.abspath(root)))
         layout.prepare()
-        return cls(layout, limits)
+        store = cls(layout, limits)
+        store._remove_unreferenced()
+        return store
 
     @staticmethod
     def default_root() -> Path:
@@ -112,7 +118,9 @@ class Store:
     def images(self) -> list[Image]:
         """Return every image, newest first."""
         records = self.layout.read_records()["images"]
-        images = [self._load_image(image_id, record) for image_id, record in records.items()]
+        images = [
+            self._load_image(image_id, record) for image_id, record in records.items()
+        ]
         return sorted(images, key=lambda image: (image.created, image.id), reverse=True)
 
     def image(self, ref: str) -> Image:
@@ -122,14 +130,20 @@ class Store:
         return self._load_image(image_id, records[image_id])
 
     def _load_image(self, image_id: str, record: dict[str, Any]) -> Image:
-        what = f"the config of image {image_id[:12]}"
+        subject = f"the config of image {image_id[:12]}"
         try:
-            data = read_capped(self.layout.blob(image_id), self.limits.max_json_bytes, what)
+            data = read_capped(
+                self.layout.blob(image_id), self.limits.max_json_bytes, subject
+            )
         except FileNotFoundError:
-            raise HutchError(f"{what} is missing from the store: remove the image with rmi --force") from None
+            raise HutchError(
+                f"{subject} is missing from the store: remove the image with rmi --force"
+            ) from None
         parsed = json.loads(data)
+        if not isinstance(parsed.get("config"), dict):
+            parsed["config"] = {}  # callers read config["config"] without checking
         diff_ids = [str(item) for item in parsed.get("rootfs", {}).get("diff_ids", [])]
-        hexes = [split_digest(item, what) for item in diff_ids]
+        hexes = [split_digest(item, subject) for item in diff_ids]
         size = sum(_layer_size(self.layout.layer(hex_digest)) for hex_digest in hexes)
         return Image(
             id=image_id,
@@ -145,14 +159,16 @@ class Store:
 
     def tag(self, ref: str, new_ref: str) -> None:
         """Give the image REF the name NEW_REF, taking it from any image that had it."""
-        name = refs.normalize_reference(new_ref)
+        name = names.normalize_reference(new_ref)
         with self.layout.locked():
             records = self.layout.read_records()
             image_id = _resolve(records["images"], ref)
             _assign_tags(records["images"], image_id, [name])
             self.layout.write_records(records)
 
-    def remove_image(self, ref: str, *, in_use: set[str], force: bool = False) -> list[str]:
+    def remove_image(
+        self, ref: str, *, in_use: set[str], force: bool = False
+    ) -> list[str]:
         """Untag or delete the image REF and the layers no other image uses.
 
         REF given as a name removes that name, and deletes the image when it was its last
@@ -175,13 +191,13 @@ class Store:
                 return [f"Untagged: {named}"]
             if named is None and len(tags) > 1 and not force:
                 raise HutchError(
-                    f"cannot remove image {image_id[:12]}: it has the names {', '.join(tags)}; "
+                    f"cannot remove image {image_id[:12]}: it has the names {', '.join(tags)}, so "
                     "remove them one by one or use --force"
                 )
             if image_id in in_use_ids:
                 if not force:
                     raise HutchError(
-                        f"cannot remove image {ref}: a container uses image {image_id[:12]}; "
+                        f"cannot remove image {ref}: a container uses image {image_id[:12]}, so "
                         "remove the container first or use --force"
                     )
                 lines = [f"Untagged: {tag}" for tag in tags]
@@ -195,7 +211,9 @@ class Store:
             self._delete_unused(image_id, record, images)
             return lines
 
-    def _delete_unused(self, image_id: str, record: dict[str, Any], remaining: dict[str, Any]) -> None:
+    def _delete_unused(
+        self, image_id: str, record: dict[str, Any], remaining: dict[str, Any]
+    ) -> None:
         in_use: set[str] = set()
         for other_id in remaining:
             in_use.update(self._layer_hexes(other_id))
@@ -212,7 +230,11 @@ class Store:
 
     def _layer_hexes(self, image_id: str) -> list[str]:
         try:
-            data = read_capped(self.layout.blob(image_id), self.limits.max_json_bytes, "an image config")
+            data = read_capped(
+                self.layout.blob(image_id),
+                self.limits.max_json_bytes,
+                "an image config",
+            )
         except FileNotFoundError:
             return []
         diff_ids = json.loads(data).get("rootfs", {}).get("diff_ids", [])
@@ -221,20 +243,37 @@ class Store:
     # -- import and commit -----------------------------------------------------
 
     def import_tar(
-        self, src: BinaryIO, *, ref: str | None, changes: list[str], message: str | None = None
+        self,
+        src: BinaryIO,
+        *,
+        ref: str | None,
+        changes: list[str],
+        message: str | None = None,
     ) -> Image:
-        """Make a one-layer image from the root filesystem tar (plain or compressed) read from SRC."""
-        name = refs.normalize_reference(ref) if ref else None
-        image_config.apply_changes({}, changes)  # reject bad lines before reading the tar
+        """Make a one-layer image from the root filesystem tar read from SRC.
+
+        The tar may be plain, gzip, xz or bzip2, detected from its first bytes.
+        """
+        name = names.normalize_reference(ref) if ref else None
+        image_config.apply_changes(
+            {}, changes
+        )  # reject bad lines before reading the tar
         with self.layout.scratch("import") as scratch:
             staging = _Staging(scratch)
             stream = open_decompressed(src, "the import tar")
             diff_id, size = self._unpack_layer(staging, stream, "the import tar")
             created = image_config.now_rfc3339()
-            config = image_config.new_config(f"sha256:{diff_id}", created, message or "")
+            config = image_config.new_config(
+                f"sha256:{diff_id}", created, message or ""
+            )
             config = image_config.apply_changes(config, changes)
             image_id = self._stage_image(staging, config, [(diff_id, size)])
-            self._publish(staging, lambda images: _add_image(images, image_id, staging, [name] if name else []))
+            self._publish(
+                staging,
+                lambda images: _add_image(
+                    images, image_id, staging, [name] if name else []
+                ),
+            )
         return self.image(image_id)
 
     def commit(
@@ -248,25 +287,50 @@ class Store:
         author: str = "",
         message: str = "",
     ) -> Image:
-        """Make a new image: BASE's layers plus one layer of the changes in the overlay dir UPPER."""
-        name = refs.normalize_reference(ref) if ref else None
+        """Make a new image of BASE's layers plus one layer of the changes in UPPER.
+
+        UPPER is an overlayfs upper directory. Its whiteouts and opaque directories
+        become ".wh." members of the new layer tar.
+        NOTE: UPPER is read as it is, so the caller must stop or freeze a running
+        container first to get a consistent layer.
+        """
+        name = names.normalize_reference(ref) if ref else None
         image_config.apply_changes({}, changes)
         if len(base.diff_ids) + 1 > self.limits.max_layers:
-            raise HutchError(f"cannot commit on image {base.id[:12]}: it already has {len(base.diff_ids)} layers")
+            raise HutchError(
+                f"cannot commit on image {base.id[:12]}: it already has {len(base.diff_ids)} layers"
+            )
         with self.layout.scratch("commit") as scratch:
             staging = _Staging(scratch)
+            staging.required_layers.update(
+                item.removeprefix("sha256:") for item in base.diff_ids
+            )
             blob_name = staging.new_name("blob")
             with new_temp_file(scratch, blob_name) as blob_file:
                 writer = HashingWriter(blob_file)
                 write_diff_tar(upper, writer)  # type: ignore[arg-type]
             with open(scratch / blob_name, "rb", buffering=CHUNK_SIZE) as blob_file:
-                diff_id, size = self._unpack_layer(staging, blob_file, "the committed layer", blob=scratch / blob_name)
+                diff_id, size = self._unpack_layer(
+                    staging, blob_file, "the committed layer", blob=scratch / blob_name
+                )
             created = image_config.now_rfc3339()
-            new_config = _commit_config(base.config, config, created, author, message, diff_id)
+            new_config = _commit_config(
+                base.config, config, created, author, message, diff_id
+            )
             new_config = image_config.apply_changes(new_config, changes)
-            layers = [(item.removeprefix("sha256:"), _layer_size(path.parent)) for item, path in zip(base.diff_ids, base.layer_dirs)]
-            image_id = self._stage_image(staging, new_config, [*layers, (diff_id, size)])
-            self._publish(staging, lambda images: _add_image(images, image_id, staging, [name] if name else []))
+            layers = [
+                (item.removeprefix("sha256:"), _layer_size(path.parent))
+                for item, path in zip(base.diff_ids, base.layer_dirs, strict=True)
+            ]
+            image_id = self._stage_image(
+                staging, new_config, [*layers, (diff_id, size)]
+            )
+            self._publish(
+                staging,
+                lambda images: _add_image(
+                    images, image_id, staging, [name] if name else []
+                ),
+            )
         return self.image(image_id)
 
     def export(self, image: Image, upper: Path | None, out: BinaryIO) -> None:
@@ -275,15 +339,27 @@ class Store:
 
     # -- save and load ---------------------------------------------------------
 
-    def save(self, refs_to_save: list[str], out: BinaryIO, *, fmt: str = archive.DOCKER_ARCHIVE) -> None:
-        """Write the images REFS_TO_SAVE to OUT as one docker-archive or oci-archive."""
+    def save(
+        self,
+        refs: list[str],
+        out: BinaryIO,
+        *,
+        fmt: str = archive.DOCKER_ARCHIVE,
+    ) -> None:
+        """Write the images REFS name to OUT as one docker-archive or oci-archive.
+
+        An image named by NAME[:TAG] carries that name in the archive. One named by id
+        carries none, as with docker save.
+        """
         if fmt not in archive.FORMATS:
-            raise HutchError(f"unknown archive format {fmt!r}: use one of {', '.join(archive.FORMATS)}")
-        if not refs_to_save:
+            raise HutchError(
+                f"unknown archive format {fmt!r}: use one of {', '.join(archive.FORMATS)}"
+            )
+        if not refs:
             raise HutchError("save needs at least one image")
         records = self.layout.read_records()["images"]
         chosen: dict[str, list[str]] = {}
-        for ref in refs_to_save:
+        for ref in refs:
             image_id = _resolve(records, ref)
             tags = chosen.setdefault(image_id, [])
             tag = _matching_tag(records[image_id].get("tags", []), ref)
@@ -300,113 +376,203 @@ class Store:
                     config_path=self.layout.blob(image_id),
                     manifest_path=self.layout.blob(manifest_hex),
                     manifest_digest=manifest_hex,
-                    layers=[(item.removeprefix("sha256:"), self.layout.blob(item.removeprefix("sha256:"))) for item in image.diff_ids],
+                    layers=[
+                        (
+                            item.removeprefix("sha256:"),
+                            self.layout.blob(item.removeprefix("sha256:")),
+                        )
+                        for item in image.diff_ids
+                    ],
                     mtime=image_config.rfc3339_to_epoch(image.created),
                 )
             )
         archive.write_archive(saved, out, fmt)
 
     def load(self, src: BinaryIO) -> list[str]:
-        """Add the images of a docker-archive or oci-archive read from SRC; return report lines."""
+        """Add the images of a docker-archive or oci-archive read from SRC.
+
+        Return the report lines: "Loaded image: NAME", or "Loaded image ID: sha256:…"
+        for an image without names.
+        """
         with self.layout.scratch("load") as scratch:
             members = scratch / "members"
             members.mkdir(mode=0o700)
             reader = archive.ArchiveReader(members, self.limits)
             reader.read(open_decompressed(src, "the archive"))
-            specs = archive._merge_same_images(reader.images())
+            specs = archive.merge_same_images(reader.images())
             staging = _Staging(scratch)
             loaded: list[tuple[str, list[str]]] = []
             for number, spec in enumerate(specs):
-                loaded.append((self._stage_loaded_image(staging, spec, number), spec.tags))
+                loaded.append(
+                    (self._stage_loaded_image(staging, spec, number), spec.tags)
+                )
 
             def update(images: dict[str, Any]) -> None:
                 for image_id, tags in loaded:
                     _add_image(images, image_id, staging, tags)
 
             self._publish(staging, update)
-        lines = []
+        lines: list[str] = []
         for image_id, tags in loaded:
             lines.extend(f"Loaded image: {tag}" for tag in tags)
             if not tags:
                 lines.append(f"Loaded image ID: sha256:{image_id}")
         return lines
 
-    def _stage_loaded_image(self, staging: _Staging, spec: archive.ImageSpec, number: int) -> str:
-        what = f"image {number} of the archive"
+    def _stage_loaded_image(
+        self, staging: _Staging, spec: archive.ImageSpec, number: int
+    ) -> str:
+        subject = f"image {number} of the archive"
         config = json.loads(spec.config)
         if not isinstance(config, dict):
-            raise HutchError(f"the config of {what} is not a JSON object")
+            raise HutchError(f"the config of {subject} is not a JSON object")
         layers = []
         for position, layer in enumerate(spec.layers):
-            layer_what = f"layer {position} (sha256:{layer.expected_diff_id[:12]}) of {what}"
-            diff_id, size = self._stage_loaded_layer(staging, layer, layer_what)
+            layer_subject = (
+                f"layer {position} (sha256:{layer.expected_diff_id[:12]}) of {subject}"
+            )
+            diff_id, size = self._stage_loaded_layer(staging, layer, layer_subject)
             if diff_id != layer.expected_diff_id:
                 raise HutchError(
-                    f"{layer_what} has the content digest sha256:{diff_id}, not the one its config "
-                    "lists: the archive is corrupt"
+                    f"{layer_subject} has the content digest sha256:{diff_id}, "
+                    "not the one its config lists: the archive is corrupt"
                 )
             layers.append((diff_id, size))
-        staging.blobs[spec.config_digest] = _write_scratch(staging, spec.config)
-        manifest = image_config.build_manifest(f"sha256:{spec.config_digest}", len(spec.config), [(f"sha256:{d}", s) for d, s in layers])
-        staging.manifests[spec.config_digest] = staging.add_bytes(image_config.canonical_json(manifest))
+        staging.add_bytes(spec.config)
+        manifest = image_config.build_manifest(
+            f"sha256:{spec.config_digest}",
+            len(spec.config),
+            [(f"sha256:{d}", s) for d, s in layers],
+        )
+        staging.manifests[spec.config_digest] = staging.add_bytes(
+            image_config.canonical_json(manifest)
+        )
         return spec.config_digest
 
-    def _stage_loaded_layer(self, staging: _Staging, layer: archive.LayerSpec, what: str) -> tuple[str, int]:
+    def _stage_loaded_layer(
+        self, staging: _Staging, layer: archive.LayerSpec, subject: str
+    ) -> tuple[str, int]:
         expected = layer.expected_diff_id
         if expected in staging.layers or self._has_layer(expected):
             # Already present: only check that the archive's bytes are that layer.
+            staging.required_layers.add(expected)
             with open(layer.member.path, "rb", buffering=CHUNK_SIZE) as raw:
-                reader = HashingReader(open_decompressed(raw, what), what=what, limit=self.limits.max_layer_bytes)
+                reader = HashingReader(
+                    open_decompressed(raw, subject),
+                    subject=subject,
+                    limit=self.limits.max_layer_bytes,
+                )
                 reader.drain()
             return reader.hexdigest(), reader.size
         with open(layer.member.path, "rb", buffering=CHUNK_SIZE) as raw:
             peekable = PeekableReader(raw)
             if not detect_compression(peekable):
-                return self._unpack_layer(staging, peekable, what, blob=layer.member.path)  # type: ignore[arg-type]
-            return self._unpack_layer(staging, open_decompressed(peekable, what), what)  # type: ignore[arg-type]
+                plain = cast(BinaryIO, peekable)
+                return self._unpack_layer(
+                    staging, plain, subject, blob=layer.member.path
+                )
+            decompressed = open_decompressed(cast(BinaryIO, peekable), subject)
+            return self._unpack_layer(staging, decompressed, subject)
 
     # -- staging and publishing ------------------------------------------------
 
-    def _has_layer(self, hex_digest: str) -> bool:
-        return self.layout.diff(hex_digest).is_dir() and self.layout.blob(hex_digest).is_file()
+    def _remove_unreferenced(self) -> None:
+        """Remove blobs and layers that no image references, left by a killed publish.
 
-    def _unpack_layer(self, staging: _Staging, source: BinaryIO, what: str, *, blob: Path | None = None) -> tuple[str, int]:
-        """Extract the uncompressed layer tar SOURCE while hashing it; return (diff id hex, size).
+        Content is published and deleted only under the store lock, so while this
+        process holds the lock, anything images.json does not reach is garbage.
+        """
+        with self.layout.locked(wait=False) as acquired:
+            if not acquired:
+                return  # another process is publishing, and will leave things whole
+            referenced: set[str] = set()
+            try:
+                for image_id, record in self.layout.read_records()["images"].items():
+                    if not self.layout.blob(image_id).is_file():
+                        return  # a damaged record: keep everything for inspection
+                    referenced.update((image_id, str(record.get("manifest", ""))))
+                    referenced.update(self._layer_hexes(image_id))
+            except (HutchError, ValueError, AttributeError):
+                return
+            for directory in (self.layout.blobs, self.layout.layers):
+                for entry in os.scandir(directory):
+                    if entry.name not in referenced:
+                        logger.info("removing unreferenced %s", entry.path)
+                        remove_tree(Path(entry.path))
+
+    def _has_layer(self, hex_digest: str) -> bool:
+        return (
+            self.layout.diff(hex_digest).is_dir()
+            and self.layout.blob(hex_digest).is_file()
+        )
+
+    def _unpack_layer(
+        self,
+        staging: _Staging,
+        source: BinaryIO,
+        subject: str,
+        *,
+        blob: Path | None = None,
+    ) -> tuple[str, int]:
+        """Extract the layer tar SOURCE while hashing it, and return (diff id hex, size).
 
         Without BLOB, the bytes are also copied to a new scratch blob; with it, BLOB is
-        a file that already holds exactly these bytes.
+        a file that already contains exactly these bytes.
         """
         layer_dir = staging.scratch / staging.new_name("layer")
         layer_dir.mkdir(mode=0o700)
         (layer_dir / "diff").mkdir(mode=0o700)
-        blob_path = blob if blob is not None else staging.scratch / staging.new_name("blob")
-        copy_to = None if blob is not None else new_temp_file(staging.scratch, blob_path.name)
+        blob_path = (
+            blob if blob is not None else staging.scratch / staging.new_name("blob")
+        )
+        copy_to = (
+            None if blob is not None else new_temp_file(staging.scratch, blob_path.name)
+        )
         try:
-            reader = HashingReader(source, what=what, limit=self.limits.max_layer_bytes, copy_to=copy_to)
-            extract_layer(reader, layer_dir / "diff", self.limits, what)  # type: ignore[arg-type]
+            reader = HashingReader(
+                source,
+                subject=subject,
+                limit=self.limits.max_layer_bytes,
+                copy_to=copy_to,
+            )
+            tar_stream = cast(BinaryIO, reader)
+            extract_layer(
+                tar_stream, layer_dir / "diff", self.limits, subject, staging.warned
+            )
             reader.drain()
         finally:
             if copy_to is not None:
                 copy_to.close()
         diff_id = reader.hexdigest()
         (layer_dir / "size").write_text(f"{reader.size}\n")
-        if diff_id in staging.layers or self._has_layer(diff_id):
+        if diff_id in staging.layers:
             remove_tree(layer_dir)
+        elif self._has_layer(diff_id):
+            remove_tree(layer_dir)
+            staging.required_layers.add(diff_id)
         else:
             staging.layers[diff_id] = layer_dir
             staging.blobs[diff_id] = blob_path
         return diff_id, reader.size
 
-    def _stage_image(self, staging: _Staging, config: dict[str, Any], layers: list[tuple[str, int]]) -> str:
+    def _stage_image(
+        self, staging: _Staging, config: dict[str, Any], layers: list[tuple[str, int]]
+    ) -> str:
         config_bytes = image_config.canonical_json(config)
         image_id = staging.add_bytes(config_bytes)
         manifest = image_config.build_manifest(
-            f"sha256:{image_id}", len(config_bytes), [(f"sha256:{digest}", size) for digest, size in layers]
+            f"sha256:{image_id}",
+            len(config_bytes),
+            [(f"sha256:{digest}", size) for digest, size in layers],
         )
-        staging.manifests[image_id] = staging.add_bytes(image_config.canonical_json(manifest))
+        staging.manifests[image_id] = staging.add_bytes(
+            image_config.canonical_json(manifest)
+        )
         return image_id
 
-    def _publish(self, staging: _Staging, update: Callable[[dict[str, Any]], None]) -> None:
+    def _publish(
+        self, staging: _Staging, update: Callable[[dict[str, Any]], None]
+    ) -> None:
         """Move staged blobs and layers into the store, then rewrite images.json."""
         moved: list[Path] = []
         with self.layout.locked():
@@ -421,6 +587,15 @@ class Store:
                     if not target.exists():
                         os.rename(path, target)
                         moved.append(target)
+                for hex_digest in staging.required_layers:
+                    if (
+                        not self._has_layer(hex_digest)
+                        and hex_digest not in staging.layers
+                    ):
+                        raise HutchError(
+                            f"layer sha256:{hex_digest[:12]} was removed from the store "
+                            "while this operation ran: run it again"
+                        )
                 records = self.layout.read_records()
                 update(records["images"])
                 self.layout.write_records(records)
@@ -434,13 +609,13 @@ class Store:
 
 
 def _resolve(images: dict[str, Any], ref: str) -> str:
-    """Return the id of the image REF names; raise "image not found: REF" otherwise."""
+    """Return the id of the image REF names, or raise "image not found: REF"."""
     if ref.startswith("sha256:"):
         return _resolve_id(images, ref[len("sha256:") :], ref)
     if is_hex_digest(ref) and ref in images:
         return ref
     try:
-        reference = refs.parse_reference(ref)
+        reference = names.parse_reference(ref)
     except HutchError:
         reference = None
     if reference is not None:
@@ -454,7 +629,7 @@ def _resolve(images: dict[str, Any], ref: str) -> str:
     if len(ref) >= MIN_ID_PREFIX and set(ref) <= HEX_DIGITS:
         return _resolve_id(images, ref, ref)
     if reference is None:
-        refs.parse_reference(ref)  # raises the error that says what is wrong with the name
+        names.parse_reference(ref)  # raises HutchError describing the invalid name
     raise HutchError(f"image not found: {ref}")
 
 
@@ -465,14 +640,17 @@ def _resolve_id(images: dict[str, Any], prefix: str, ref: str) -> str:
     if not matches:
         raise HutchError(f"image not found: {ref}")
     if len(matches) > 1:
-        raise HutchError(f"image id prefix {ref} is ambiguous: it matches {len(matches)} images, give more digits")
+        raise HutchError(
+            f"image id prefix {ref} is ambiguous: it matches {len(matches)} images, "
+            "so give more digits"
+        )
     return matches[0]
 
 
 def _matching_tag(tags: list[str], ref: str) -> str | None:
     """Return the tag among TAGS that REF names, or None when REF is an id."""
     try:
-        reference = refs.parse_reference(ref)
+        reference = names.parse_reference(ref)
     except HutchError:
         return None
     for candidate in (str(reference), f"localhost/{reference}"):
@@ -488,7 +666,9 @@ def _assign_tags(images: dict[str, Any], image_id: str, tags: list[str]) -> None
     own.extend(tag for tag in tags if tag not in own)
 
 
-def _add_image(images: dict[str, Any], image_id: str, staging: _Staging, tags: list[str]) -> None:
+def _add_image(
+    images: dict[str, Any], image_id: str, staging: _Staging, tags: list[str]
+) -> None:
     record = images.setdefault(image_id, {"tags": []})
     record["manifest"] = staging.manifests[image_id]
     _assign_tags(images, image_id, tags)
@@ -528,10 +708,3 @@ def _layer_size(layer_dir: Path) -> int:
         return int((layer_dir / "size").read_text().strip())
     except (FileNotFoundError, ValueError):
         return 0
-
-
-def _write_scratch(staging: _Staging, data: bytes) -> Path:
-    path = staging.scratch / staging.new_name("blob")
-    with new_temp_file(staging.scratch, path.name) as file:
-        file.write(data)
-    return path
