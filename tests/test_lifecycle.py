@@ -1,0 +1,100 @@
+"""Containers that live: limits under load, signals, terminals, exec, as root."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from hutchtest import Hutch
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="these tests run as root")
+
+
+@pytest.fixture
+def hutch(tmp_path: Path):
+    instance = Hutch(tmp_path / "store", tmp_path / "run")
+    try:
+        yield instance
+    finally:
+        instance.cleanup()
+
+
+@pytest.fixture
+def image(hutch: Hutch, busybox_tar: Path) -> str:
+    hutch.out("import", str(busybox_tar), "busybox:test", "--change", 'CMD ["sh"]')
+    return "busybox:test"
+
+
+def test_fork_bomb_is_contained(hutch: Hutch, image: str):
+    bomb = "bomb() { bomb | bomb & }; bomb; sleep 30"
+    started = time.monotonic()
+    container_id = hutch.out("run", "-d", "--pids-limit", "64", image, "sh", "-c", bomb).strip()
+    time.sleep(2)
+    current = Path(f"/sys/fs/cgroup/pids/hutch/0/{container_id}/pids.current").read_text()
+    assert int(current) <= 64
+    assert int(current) >= 32  # the bomb really forked up to the limit
+    # The host still starts processes while the bomb runs.
+    assert subprocess.run(["true"]).returncode == 0
+    hutch.out("rm", "-f", container_id)
+    assert time.monotonic() - started < 60
+
+
+def test_cpus_half_gets_about_half_a_core(hutch: Hutch, image: str):
+    container_id = hutch.out("run", "-d", "--cpus", "0.5", image, "sh", "-c", "while :; do :; done").strip()
+    usage = Path(f"/sys/fs/cgroup/cpuacct/hutch/0/{container_id}/cpuacct.usage")
+    time.sleep(0.5)
+    first, started = int(usage.read_text()), time.monotonic()
+    time.sleep(3)
+    used = (int(usage.read_text()) - first) / 1e9
+    share = used / (time.monotonic() - started)
+    hutch.out("rm", "-f", container_id)
+    assert 0.35 < share < 0.65
+
+
+def test_sigterm_to_run_reaches_container(hutch: Hutch, image: str):
+    script = "trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.1; done"
+    process = subprocess.Popen(
+        hutch.argv(["run", "--rm", image, "sh", "-c", script]),
+        env={**os.environ, **hutch.env()},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout.readline() == b"ready\n"
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=30)
+    assert out == b"got-term\n"
+    assert process.returncode == 7
+
+
+def test_ps_columns_and_json(hutch: Hutch, image: str):
+    hutch.out("run", "-d", "--name", "lister", image, "sleep", "100")
+    header = hutch.out("ps").splitlines()[0].split()
+    assert header == ["CONTAINER", "ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"]
+    row = next(line for line in hutch.out("ps").splitlines() if "lister" in line)
+    assert "Up " in row
+    assert '"sleep 100"' in row
+    import json
+
+    listed = json.loads(hutch.out("ps", "--format", "json"))
+    assert listed[0]["Names"] == ["lister"]
+    assert listed[0]["State"] == "running"
+    assert len(hutch.out("ps", "-q").split()[0]) == 12
+
+
+def test_rm_flag_after_kill(hutch: Hutch, image: str):
+    process = subprocess.Popen(
+        hutch.argv(["run", "--rm", "--name", "doomed", image, "sleep", "100"]),
+        env={**os.environ, **hutch.env()},
+    )
+    for _ in range(100):
+        if "doomed" in hutch.out("ps"):
+            break
+        time.sleep(0.1)
+    hutch.out("kill", "doomed")
+    assert process.wait(timeout=30) == 137
+    assert "doomed" not in hutch.out("ps", "-a")
