@@ -10,7 +10,11 @@ import pytest
 
 from support import REPO, libexec_dir
 
-STUBS = ("helper_pb2.py", "helper_pb2.pyi", "helper_pb2_grpc.py")
+STUBS = [
+    f"{service}/v1/{service}{suffix}"
+    for service in ("helper", "remote")
+    for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
+]
 
 
 def test_stubs_are_current(tmp_path: Path):
@@ -20,12 +24,13 @@ def test_stubs_are_current(tmp_path: Path):
             sys.executable, "-m", "grpc_tools.protoc", "-I", str(REPO / "proto"),
             f"--python_out={tmp_path}", f"--pyi_out={tmp_path}", f"--grpc_python_out={tmp_path}",
             str(REPO / "proto/hutch/helper/v1/helper.proto"),
+            str(REPO / "proto/hutch/remote/v1/remote.proto"),
         ],
         check=True,
     )  # fmt: skip
     for name in STUBS:
-        fresh = (tmp_path / "hutch/helper/v1" / name).read_text()
-        committed = (REPO / "frontend/hutch/helper/v1" / name).read_text()
+        fresh = (tmp_path / "hutch" / name).read_text()
+        committed = (REPO / "frontend/hutch" / name).read_text()
         assert fresh == committed, f"{name} is stale: run sh proto/generate.sh"
 
 

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,7 +25,7 @@ import grpc
 from hutch import paths
 from hutch.errors import HutchError
 from hutch.helper.v1 import helper_pb2, helper_pb2_grpc
-from hutch_helper import __version__, plan
+from hutch_helper import __version__, plan, remote
 from hutch_helper.containers import Manager, StartFailed, UnknownContainer
 from hutch_helper.logs import LogFormatError, read_records
 
@@ -293,12 +294,24 @@ def create_server(
     return server, stopped
 
 
-def serve(runtime: Path) -> int:
+@dataclass
+class RemoteOptions:
+    address: str
+    tls: remote.TlsFiles
+    authorizer: remote.Authorizer
+    audit_log: Path
+
+
+def serve(runtime: Path, remote_options: RemoteOptions | None = None) -> int:
     paths.ensure_private_dir(runtime)
     lock = open(runtime / "helper.lock", "a")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
+        if remote_options is not None:
+            raise HutchError(
+                f"another hutch-helper serves {runtime}; stop it (hutch helper stop) and try again"
+            ) from None
         logger.info("another hutch-helper holds %s; exiting", runtime / "helper.lock")
         return 0
     socket_file = runtime / paths.SOCKET_NAME
@@ -310,6 +323,17 @@ def serve(runtime: Path) -> int:
     server, stopped = create_server(socket_file, manager)
     server.start()
     logger.info("hutch-helper %s listening on %s (pid %d)", __version__, socket_file, os.getpid())
+    tcp_server = None
+    if remote_options is not None:
+        tcp_server, port = remote.create_tcp_server(
+            remote_options.address,
+            remote_options.tls,
+            remote_options.authorizer,
+            remote.AuditLog(remote_options.audit_log),
+            runtime,
+        )
+        tcp_server.start()
+        logger.info("remote control on %s (port %d), mutual TLS", remote_options.address, port)
 
     def on_signal(number: int, frame: object) -> None:
         logger.info("received signal %d; stopping", number)
@@ -319,6 +343,8 @@ def serve(runtime: Path) -> int:
     signal.signal(signal.SIGINT, on_signal)
     while not stopped.wait(1):
         pass
+    if tcp_server is not None:
+        tcp_server.stop(grace=1).wait()
     try:
         socket_file.unlink()
     except FileNotFoundError:
@@ -338,14 +364,63 @@ def main(argv: list[str] | None = None) -> int:
         "/run/hutch for root)",
     )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument(
+        "--listen", metavar="tcp://[HOST]:PORT",
+        help="also serve remote clients on TCP (HOST defaults to 127.0.0.1); needs the three TLS files",
+    )  # fmt: skip
+    parser.add_argument("--tls-cert", type=Path, help="server certificate (PEM)")
+    parser.add_argument("--tls-key", type=Path, help="server private key (PEM)")
+    parser.add_argument("--tls-client-ca", type=Path, help="CA that signs client certificates (PEM)")
+    parser.add_argument(
+        "--allow-client", action="append", default=[], metavar="CN",
+        help="accept only client certificates with this common name (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--allow-binds", action="store_true", help="let remote clients bind mount host paths"
+    )
+    parser.add_argument(
+        "--audit-log", type=Path, help="JSON lines of remote calls (default: RUNTIME-DIR/audit.log)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    runtime = args.runtime_dir or paths.runtime_dir()
+    remote_options = None
+    if args.listen:
+        missing = [
+            name
+            for name, value in (
+                ("--tls-cert", args.tls_cert),
+                ("--tls-key", args.tls_key),
+                ("--tls-client-ca", args.tls_client_ca),
+            )
+            if value is None
+        ]
+        if missing:
+            print(
+                f"hutch-helper: refusing to listen on TCP without mutual TLS; missing {', '.join(missing)}",
+                file=sys.stderr,
+            )
+            return 125
+        try:
+            address = remote.parse_listen(args.listen)
+        except ValueError as error:
+            print(f"hutch-helper: {error}", file=sys.stderr)
+            return 125
+        remote_options = RemoteOptions(
+            address=address,
+            tls=remote.TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca),
+            authorizer=remote.Authorizer(set(args.allow_client), args.allow_binds),
+            audit_log=args.audit_log or runtime / "audit.log",
+        )
     try:
-        return serve(args.runtime_dir or paths.runtime_dir())
+        return serve(runtime, remote_options)
     except HutchError as error:
+        print(f"hutch-helper: {error}", file=sys.stderr)
+        return 125
+    except OSError as error:
         print(f"hutch-helper: {error}", file=sys.stderr)
         return 125
 

@@ -54,6 +54,8 @@ def container_config(app: App, image, options: dict[str, Any]) -> dict[str, Any]
         raise HutchError(f"invalid --pids-limit {options['pids_limit']}: expected a positive number")
     if options["cpu_shares"] is not None and not 2 <= options["cpu_shares"] <= 262144:
         raise HutchError(f"invalid --cpu-shares {options['cpu_shares']}: expected 2 to 262144")
+    if options["volumes"] and os.environ.get("HUTCH_DENY_BINDS"):
+        raise HutchError("host bind mounts (-v) are not allowed for remote clients on this host")
     workdir = options["workdir"] or config.get("WorkingDir") or "/"
     if not workdir.startswith("/"):
         raise HutchError(f"invalid working directory {workdir!r}: it must be an absolute path")
