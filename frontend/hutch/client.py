@@ -16,6 +16,17 @@ from hutch.helper.v1 import helper_pb2, helper_pb2_grpc
 
 START_TIMEOUT_SECONDS = 10.0
 EXIT_CODE_KEY = "hutch-exit-code"
+# Deadlines in seconds for calls that return at once. WaitContainer,
+# StopContainer, ReadLogs and Attach last as long as the container does.
+DEADLINES = {
+    "GetStatus": 5,
+    "Shutdown": 10,
+    "StartContainer": 60,
+    "SignalContainer": 10,
+    "GetStates": 30,
+    "GetStats": 30,
+    "ReleaseContainer": 30,
+}
 
 
 class HelperClient:
@@ -77,6 +88,8 @@ class HelperClient:
         any helper responded means the request never reached one, so the
         second call cannot repeat its effect.
         """
+        if name in DEADLINES:
+            kwargs.setdefault("timeout", DEADLINES[name])
         try:
             return getattr(self.stub, name)(request, **kwargs)
         except grpc.RpcError as error:
@@ -104,6 +117,10 @@ def translate(error: grpc.RpcError) -> HutchError:
     details = error.details() or str(error.code())
     if error.code() == grpc.StatusCode.UNAVAILABLE:
         return HutchError(f"lost the connection to hutch-helper: {details}")
+    if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return HutchError(
+            "hutch-helper did not respond in time; see `hutch helper status` and its log"
+        )
     if details.startswith("cgroup-unavailable:"):
         controllers = details.partition(":")[2]
         return HutchError(
