@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -12,7 +13,35 @@ from hutch.cli.app import App
 from hutch.errors import HutchError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Each command's module, imported only when that command runs, so that
+# `hutch run` does not pay for the imports of every other command.
+COMMAND_MODULES = {
+    "import": "image", "images": "image", "tag": "image", "rmi": "image",
+    "save": "image", "load": "image",
+    "ps": "container", "logs": "container", "stop": "container", "kill": "container",
+    "rm": "container", "wait": "container", "inspect": "container",
+    "commit": "container", "export": "container", "stats": "container",
+    "run": "run", "create": "run", "start": "run", "restart": "run",
+    "exec": "exec", "attach": "exec",
+    "helper": "helper",
+}  # fmt: skip
+
+
+class LazyGroup(click.Group):
+    """A click group that imports a command's module when the command is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMAND_MODULES)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        module_name = COMMAND_MODULES.get(name)
+        if module_name is None:
+            return None
+        module = importlib.import_module(f"hutch.cli.{module_name}")
+        return next(command for command in module.COMMANDS if command.name == name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, envvar="HUTCH_DEBUG", help="Show tracebacks and debug logs (env HUTCH_DEBUG).")
 @click.option("-H", "--host", "host", metavar="tcp://HOST:PORT", help="Act on the hutch-helper of another host (env HUTCH_HOST); give it first. TLS files: --tls-cert, --tls-key, --tls-ca.", expose_value=False, is_eager=True)
 @click.version_option(package_name="hutch")
@@ -24,17 +53,6 @@ def cli(ctx: click.Context, debug: bool) -> None:
         format="hutch: %(levelname)s: %(message)s",
     )
     ctx.obj = App(debug=debug)
-
-
-def _register() -> None:
-    from hutch.cli import container, exec, helper, image, run
-
-    for module in (image, container, run, exec, helper):
-        for command in module.COMMANDS:
-            cli.add_command(command)
-
-
-_register()
 
 
 def main(argv: list[str] | None = None) -> int:
