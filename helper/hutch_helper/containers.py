@@ -78,6 +78,7 @@ class Record:
     attach_socket: str = ""
     tty: bool = False
     parent_id: str = ""  # the container an exec'd process runs in
+    paused: bool = False
     ended: threading.Event = field(default_factory=threading.Event, repr=False)
     pidfd: int = -1
 
@@ -99,6 +100,7 @@ class Record:
             started_at=self.started_at,
             finished_at=self.finished_at,
             error=self.error,
+            paused=self.paused and self.status == "running",
         )
 
 
@@ -426,6 +428,9 @@ class Manager:
 
     def stop(self, container_id: str, number: int, timeout: float) -> Record:
         record = self.get(container_id)
+        if record.status == "running" and record.paused:
+            # Frozen processes cannot act on a signal until they are thawed.
+            self.set_frozen(container_id, False)
         if record.status == "running":
             try:
                 self.signal(container_id, number or signal.SIGTERM)
@@ -437,6 +442,26 @@ class Manager:
                 except ProcessLookupError:
                     pass
                 record.ended.wait()
+        return record
+
+    def set_frozen(self, container_id: str, frozen: bool) -> Record:
+        """Freeze or thaw a running container through its cgroup's freezer."""
+        record = self.get(container_id)
+        if record.status != "running":
+            raise ProcessLookupError(container_id)
+        if not record.uses_cgroup:
+            raise RuntimeError(
+                f"container {container_id[:12]} has no cgroup, so it cannot be paused "
+                "(a non-root user needs the setuid hutch-cgroup for this)"
+            )
+        if record.paused == frozen:
+            return record
+        result = self._cgroup("--freeze" if frozen else "--thaw", container_id)
+        if result.returncode != 0:
+            raise RuntimeError(result.stderr.strip() or f"hutch-cgroup exited {result.returncode}")
+        record.paused = frozen
+        self._save(record)
+        logger.info("%s container %s", "paused" if frozen else "unpaused", container_id[:12])
         return record
 
     def release(self, container_id: str) -> None:

@@ -214,6 +214,14 @@ class Service(helper_pb2_grpc.HelperServicer):
         return helper_pb2.GetStatsResponse(stats=stats)
 
     @mapped_errors
+    def PauseContainer(self, request, context):
+        return self.manager.set_frozen(plan.check_id(request.id), True).to_proto()
+
+    @mapped_errors
+    def UnpauseContainer(self, request, context):
+        return self.manager.set_frozen(plan.check_id(request.id), False).to_proto()
+
+    @mapped_errors
     def ReleaseContainer(self, request, context):
         self.manager.release(plan.check_id(request.id))
         return helper_pb2.ReleaseContainerResponse()

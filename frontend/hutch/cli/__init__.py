@@ -21,6 +21,7 @@ COMMAND_MODULES = {
     "ps": "container", "logs": "container", "stop": "container", "kill": "container",
     "rm": "container", "wait": "container", "inspect": "container",
     "commit": "container", "export": "container", "stats": "container",
+    "pause": "container", "unpause": "container",
     "run": "run", "create": "run", "start": "run", "restart": "run",
     "exec": "exec", "attach": "exec",
     "helper": "helper",

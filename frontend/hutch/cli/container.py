@@ -47,7 +47,7 @@ def _status_text(state) -> str:
         if started is None:
             return "Up"
         seconds = (datetime.now(started.tzinfo) - started).total_seconds()
-        return f"Up {human_duration(seconds)}"
+        return f"Up {human_duration(seconds)}" + (" (Paused)" if state.paused else "")
     if state.status == "exited":
         return f"Exited ({state.exit_code}) {ago(state.finished_at)}".rstrip()
     return "Created"
@@ -326,13 +326,33 @@ def inspect(app: App, references: tuple[str, ...], kind: str | None) -> None:
 @click.command("commit")
 @click.argument("container")
 @click.argument("reference", required=False)
+@click.option("-p", "--pause/--no-pause", default=True, help="Freeze a running container while its layer is taken (default: on).")
 @click.option("-c", "--change", "changes", multiple=True, help="Apply a Dockerfile instruction to the new image.")
 @click.option("-m", "--message", default="", help="Commit message.")
 @click.option("-a", "--author", default="", help="Author of the new image.")
 @click.pass_obj
-def commit(app: App, container: str, reference: str | None, changes: tuple[str, ...], message: str, author: str) -> None:
+def commit(app: App, container: str, reference: str | None, pause: bool, changes: tuple[str, ...], message: str, author: str) -> None:
     """Make a new image from a container's changes."""
+    from hutch.helper.v1 import helper_pb2
+
     record = app.containers.get(container)
+    state = _states(app, [record])[record.id]
+    frozen = False
+    if pause and state.status == "running" and not state.paused:
+        try:
+            app.helper.call("PauseContainer", helper_pb2.PauseContainerRequest(id=record.id))
+            frozen = True
+        except HutchError as error:
+            app.warn(f"committing without pausing: {error.message}")
+    try:
+        image = _commit(app, record, reference, changes, message, author)
+    finally:
+        if frozen:
+            app.helper.call("UnpauseContainer", helper_pb2.PauseContainerRequest(id=record.id))
+    app.out(f"sha256:{image.id}")
+
+
+def _commit(app: App, record, reference, changes, message: str, author: str):
     base = app.store.image(record.image_id)
     config = record.data["Config"]
     overrides = {
@@ -340,11 +360,10 @@ def commit(app: App, container: str, reference: str | None, changes: tuple[str, 
         "Cmd": [record.data["Path"], *record.data["Args"]] if not config.get("Entrypoint") else config.get("Cmd"),
         "WorkingDir": config["WorkingDir"],
     }
-    image = app.store.commit(
+    return app.store.commit(
         base, record.upper, ref=reference, changes=list(changes), config=overrides,
         author=author, message=message,
     )
-    app.out(f"sha256:{image.id}")
 
 
 @click.command("export")
@@ -409,4 +428,30 @@ def stats(app: App, containers: tuple[str, ...], no_stream: bool) -> None:
         time.sleep(1.5)
 
 
-COMMANDS = [ps, logs, stop, kill, rm, wait, inspect, commit, export, stats]
+def _set_paused(app: App, references: tuple[str, ...], paused: bool) -> None:
+    from hutch.helper.v1 import helper_pb2
+
+    method = "PauseContainer" if paused else "UnpauseContainer"
+    for reference in references:
+        record = app.containers.get(reference)
+        app.helper.call(method, helper_pb2.PauseContainerRequest(id=record.id))
+        app.out(reference)
+
+
+@click.command("pause")
+@click.argument("containers", nargs=-1, required=True)
+@click.pass_obj
+def pause(app: App, containers: tuple[str, ...]) -> None:
+    """Freeze every process of running containers."""
+    _set_paused(app, containers, True)
+
+
+@click.command("unpause")
+@click.argument("containers", nargs=-1, required=True)
+@click.pass_obj
+def unpause(app: App, containers: tuple[str, ...]) -> None:
+    """Thaw paused containers."""
+    _set_paused(app, containers, False)
+
+
+COMMANDS = [ps, logs, stop, kill, rm, wait, inspect, commit, export, stats, pause, unpause]

@@ -17,11 +17,11 @@ import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from hutch.errors import HutchError
 from hutch.store import refs
-from hutch.store.blobs import HashingReader, new_temp_file, read_capped
+from hutch.store.blobs import read_capped, write_blob
 from hutch.store.config import INDEX_MEDIA_TYPE, canonical_json, host_architecture
 from hutch.store.extract import iterate_members, open_tar_stream
 from hutch.store.layout import (
@@ -272,24 +272,19 @@ class ArchiveReader:
     ) -> None:
         data = tar.extractfile(member)
         file_name = f"member-{len(self.members)}"
-        with new_temp_file(self.scratch, file_name) as target:
-            reader = HashingReader(
-                data,  # type: ignore[arg-type]
-                subject=f"the archive member {member.name!r}",
+        subject = f"the archive member {member.name!r}"
+        try:
+            digest, size = write_blob(
+                cast(BinaryIO, data),
+                self.scratch / file_name,
                 limit=self.limits.max_layer_bytes,
-                copy_to=target,
+                subject=subject,
             )
-            try:
-                reader.drain()
-            except tarfile.TarError as error:
-                raise HutchError(
-                    f"the archive member {member.name!r} is truncated ({error})"
-                ) from None
-        if reader.size != member.size:
-            raise HutchError(f"the archive member {member.name!r} is truncated")
-        self.members[name] = ArchiveMember(
-            name, self.scratch / file_name, reader.hexdigest(), reader.size
-        )
+        except tarfile.TarError as error:
+            raise HutchError(f"{subject} is truncated ({error})") from None
+        if size != member.size:
+            raise HutchError(f"{subject} is truncated")
+        self.members[name] = ArchiveMember(name, self.scratch / file_name, digest, size)
 
     def member(self, name: str, subject: str) -> ArchiveMember:
         """Return the regular member NAME, following links, or raise when it is missing."""

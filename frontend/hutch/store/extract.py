@@ -1,9 +1,13 @@
 """Extract one layer tar into a directory through file descriptors, in overlayfs form.
 
-tarfile only parses headers here. Every member path is walked component by
+The layer tar is a private blob file of the store. tarfile only parses its
+headers, and file data is copied from the blob by the kernel
+(copy_file_range), keeping holes. Every member path is walked component by
 component from the layer directory's fd with O_NOFOLLOW|O_DIRECTORY, so a
-symlink planted by an earlier member is never followed; every file is created
-with O_EXCL|O_NOFOLLOW, and metadata is set on fds (or, for fifos and device
+symlink planted by an earlier member is never followed. The fds of the
+directories walked are kept for later members, which is safe because no
+member can remove or replace a directory. Every file is created with
+O_EXCL|O_NOFOLLOW, and metadata is set on fds (or, for fifos and device
 nodes, on an O_PATH fd through /proc/self/fd). Hard links may only name an
 entry already extracted from the same tar. Whiteouts (".wh.NAME",
 ".wh..wh..opq") become overlayfs whiteouts: a 0:0 character device, and the
@@ -22,9 +26,10 @@ import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from hutch.errors import HutchError
+from hutch.store.blobs import copy_range
 from hutch.store.layout import CHUNK_SIZE, Limits, member_components
 
 logger = logging.getLogger(__name__)
@@ -37,6 +42,13 @@ OPAQUE_XATTR = "user.overlay.opaque"
 RESERVED_XATTR_PREFIXES = ("user.overlay.", "trusted.overlay.")
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# Directory fds kept open during one extraction: well under the usual soft limit
+# of 1024 open files. A directory pushed out of the cache costs one openat later.
+MAX_CACHED_DIRECTORIES = 256
+# Header reads of a seekable tar. tarfile seeks past file data, so a large buffer
+# would only read data that is never used.
+HEADER_BUFFER_SIZE = 64 << 10
 _EXTENDED_HEADER_TYPES = (
     tarfile.GNUTYPE_LONGNAME,
     tarfile.GNUTYPE_LONGLINK,
@@ -46,8 +58,15 @@ _EXTENDED_HEADER_TYPES = (
 )
 
 
-def open_tar_stream(source: BinaryIO, limits: Limits) -> tarfile.TarFile:
-    """Open SOURCE as a tar stream read front to back, with capped extended headers."""
+def open_tar_stream(
+    source: BinaryIO, limits: Limits, *, seekable: bool = False
+) -> tarfile.TarFile:
+    """Open SOURCE as a tar with capped extended headers.
+
+    Without SEEKABLE the tar is read front to back, as from a pipe. With it,
+    tarfile seeks over file data, and each member's offset_data gives where its
+    data starts in SOURCE.
+    """
 
     class CappedTarInfo(tarfile.TarInfo):
         # tarfile reads a PAX or GNU long-name header into memory whole, so a
@@ -67,7 +86,7 @@ def open_tar_stream(source: BinaryIO, limits: Limits) -> tarfile.TarFile:
     try:
         return tarfile.open(
             fileobj=source,
-            mode="r|",
+            mode="r:" if seekable else "r|",
             tarinfo=CappedTarInfo,
             bufsize=CHUNK_SIZE,
             encoding="utf-8",
@@ -86,6 +105,8 @@ def iterate_members(tar: tarfile.TarFile, subject: str) -> Iterator[tarfile.TarI
             raise HutchError(f"invalid tar data in {subject}: {error}") from None
         if member is None:
             return
+        # tarfile keeps every member it parsed, which grows with the entry count.
+        tar.members.clear()
         yield member
 
 
@@ -135,6 +156,10 @@ class LayerExtractor:
         self._entries = 0
         self._file_bytes = 0
         self._inodes: dict[str, tuple[int, int]] = {}  # extracted non-directories
+        # Relative directory path -> fd, oldest first; "" is the layer root.
+        self._directory_fds: dict[str, int] = {}
+        self._data_fd = -1
+        self._own_ids = (os.geteuid(), os.getegid())
         # The layer root gets 0755 unless the tar has a "." entry, because overlayfs
         # shows the top layer's root mode as the container's "/".
         self._directories: dict[str, _DirectoryMetadata] = {
@@ -146,9 +171,15 @@ class LayerExtractor:
 
     # -- public entry point --------------------------------------------------
 
-    def extract(self, tar: tarfile.TarFile) -> ExtractResult:
-        """Extract every member of TAR, or raise HutchError naming the first bad member."""
+    def extract(self, tar: tarfile.TarFile, data_fd: int) -> ExtractResult:
+        """Extract every member of TAR, or raise HutchError naming the first bad member.
+
+        TAR must be opened seekable on the file DATA_FD, which file data is copied from.
+        """
+        self._data_fd = data_fd
+        self._data_size = os.fstat(data_fd).st_size
         self._root_fd = os.open(self.destination, _DIR_FLAGS)
+        self._directory_fds[""] = self._root_fd
         try:
             for member in iterate_members(tar, self.subject):
                 self._entries += 1
@@ -174,7 +205,9 @@ class LayerExtractor:
                     f"{error.strerror}, so nothing was stored"
                 ) from None
         finally:
-            os.close(self._root_fd)
+            for fd in self._directory_fds.values():
+                os.close(fd)
+            self._directory_fds.clear()
         return ExtractResult(self._entries, self._file_bytes)
 
     # -- members -------------------------------------------------------------
@@ -193,10 +226,6 @@ class LayerExtractor:
                 member.mode & 0o7777, member.uid, member.gid, _mtime_ns(member)
             )
             return
-        if member.issparse():
-            raise self._error(
-                member.name, "is a sparse file, which hutch does not support"
-            )
         if parts[-1].startswith(WHITEOUT_PREFIX):
             self._extract_whiteout(member, parts)
             return
@@ -204,26 +233,24 @@ class LayerExtractor:
             self._extract_hard_link(member, parts)
             return
         parent_fd = self._open_parent(parts, member.name)
-        try:
-            if member.isdir():
-                self._extract_directory(parent_fd, parts, member)
-                return
-            self._remove_existing(parent_fd, parts, member.name)
-            if member.isreg():
-                self._extract_file(tar, parent_fd, parts, member)
-            elif member.issym():
-                self._extract_symlink(parent_fd, parts, member)
-            elif member.isfifo():
-                os.mkfifo(parts[-1], 0o600, dir_fd=parent_fd)
-                self._set_path_metadata(parent_fd, parts, member, stat.S_IFIFO)
-            elif member.ischr() or member.isblk():
-                self._extract_device(parent_fd, parts, member)
-            else:
-                raise self._error(
-                    member.name, f"has an unsupported tar type {member.type!r}"
-                )
-        finally:
-            os.close(parent_fd)
+        if member.isreg():
+            self._extract_file(parent_fd, parts, member)
+            return
+        if member.isdir():
+            self._extract_directory(parent_fd, parts, member)
+            return
+        self._remove_existing(parent_fd, parts, member.name)
+        if member.issym():
+            self._extract_symlink(parent_fd, parts, member)
+        elif member.isfifo():
+            os.mkfifo(parts[-1], 0o600, dir_fd=parent_fd)
+            self._set_path_metadata(parent_fd, parts, member, stat.S_IFIFO)
+        elif member.ischr() or member.isblk():
+            self._extract_device(parent_fd, parts, member)
+        else:
+            raise self._error(
+                member.name, f"has an unsupported tar type {member.type!r}"
+            )
 
     def _extract_directory(
         self, parent_fd: int, parts: list[str], member: tarfile.TarInfo
@@ -240,11 +267,8 @@ class LayerExtractor:
         if info is None:
             # Owner-writable until the end, when the member's own mode is applied.
             os.mkdir(name, 0o700, dir_fd=parent_fd)
-        fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
-        try:
-            self._set_xattrs(fd, member)
-        finally:
-            os.close(fd)
+        if any(member_xattrs(member)):
+            self._set_xattrs(self._open_parent([*parts, ""], member.name), member)
         if not self.privileged:
             self._note_owner(member)
         self._directories["/".join(parts)] = _DirectoryMetadata(
@@ -252,38 +276,54 @@ class LayerExtractor:
         )
 
     def _extract_file(
-        self,
-        tar: tarfile.TarFile,
-        parent_fd: int,
-        parts: list[str],
-        member: tarfile.TarInfo,
+        self, parent_fd: int, parts: list[str], member: tarfile.TarInfo
     ) -> None:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(parts[-1], flags, 0o600, dir_fd=parent_fd)
+        name = parts[-1]
         try:
-            data = tar.extractfile(member)
-            written = 0
-            while data is not None and (chunk := data.read(CHUNK_SIZE)):
-                written += len(chunk)
-                self._file_bytes += len(chunk)
-                if self._file_bytes > self.limits.max_layer_bytes:
-                    raise HutchError(
-                        f"{self.subject} is larger than the limit of "
-                        f"{self.limits.max_layer_bytes} bytes"
-                    )
-                _write_all(fd, chunk)
-            if written != member.size:
-                raise self._error(
-                    member.name, f"is truncated: {written} of {member.size} bytes"
-                )
-            self._set_owner(member, fd=fd)
+            fd = os.open(name, _NEW_FILE_FLAGS, 0o600, dir_fd=parent_fd)
+        except FileExistsError:
+            self._remove_existing(parent_fd, parts, member.name)
+            fd = os.open(name, _NEW_FILE_FLAGS, 0o600, dir_fd=parent_fd)
+        try:
+            self._copy_file_data(fd, member)
+            if self.privileged and (member.uid, member.gid) != self._own_ids:
+                os.fchown(fd, member.uid, member.gid)
+            elif not self.privileged:
+                self._note_owner(member)
             os.fchmod(fd, member.mode & 0o7777)
-            self._set_xattrs(fd, member)
+            if member.pax_headers:
+                self._set_xattrs(fd, member)
             mtime = _mtime_ns(member)
             os.utime(fd, ns=(mtime, mtime))
             self._remember_inode(parts, os.fstat(fd))
         finally:
             os.close(fd)
+
+    def _copy_file_data(self, fd: int, member: tarfile.TarInfo) -> None:
+        """Copy MEMBER's data from the tar to FD, leaving the holes of a sparse member."""
+        # A sparse member stores only its data blocks, one after the other, and its
+        # map says where each goes in the file of member.size bytes.
+        blocks = member.sparse if member.sparse is not None else [(0, member.size)]
+        stored = sum(length for _, length in blocks)
+        self._file_bytes += stored
+        if self._file_bytes > self.limits.max_layer_bytes:
+            raise HutchError(
+                f"{self.subject} is larger than the limit of "
+                f"{self.limits.max_layer_bytes} bytes"
+            )
+        source = member.offset_data
+        if source + stored > self._data_size:
+            raise self._error(member.name, "is truncated")
+        for offset, length in blocks:
+            if offset < 0 or length < 0 or offset + length > member.size:
+                raise self._error(member.name, "has an invalid sparse map")
+            try:
+                copy_range(self._data_fd, source, fd, offset, length)
+            except HutchError:
+                raise self._error(member.name, "is truncated") from None
+            source += length
+        if member.sparse is not None or member.size >= CHUNK_SIZE:
+            os.ftruncate(fd, member.size)
 
     def _extract_symlink(
         self, parent_fd: int, parts: list[str], member: tarfile.TarInfo
@@ -323,29 +363,21 @@ class LayerExtractor:
         if target_parts == parts:
             return
         target_parent = self._open_parent(target_parts, member.name, create=False)
-        try:
-            info = os.stat(
-                target_parts[-1], dir_fd=target_parent, follow_symlinks=False
+        info = os.stat(target_parts[-1], dir_fd=target_parent, follow_symlinks=False)
+        if (info.st_dev, info.st_ino) != self._inodes[target_key]:
+            raise self._error(
+                member.name,
+                f"is a hard link to {member.linkname!r}, which was replaced",
             )
-            if (info.st_dev, info.st_ino) != self._inodes[target_key]:
-                raise self._error(
-                    member.name,
-                    f"is a hard link to {member.linkname!r}, which was replaced",
-                )
-            parent_fd = self._open_parent(parts, member.name)
-            try:
-                self._remove_existing(parent_fd, parts, member.name)
-                os.link(
-                    target_parts[-1],
-                    parts[-1],
-                    src_dir_fd=target_parent,
-                    dst_dir_fd=parent_fd,
-                    follow_symlinks=False,
-                )
-            finally:
-                os.close(parent_fd)
-        finally:
-            os.close(target_parent)
+        parent_fd = self._open_parent(parts, member.name)
+        self._remove_existing(parent_fd, parts, member.name)
+        os.link(
+            target_parts[-1],
+            parts[-1],
+            src_dir_fd=target_parent,
+            dst_dir_fd=parent_fd,
+            follow_symlinks=False,
+        )
         self._inodes["/".join(parts)] = self._inodes[target_key]
 
     def _extract_device(
@@ -378,11 +410,7 @@ class LayerExtractor:
     def _extract_whiteout(self, member: tarfile.TarInfo, parts: list[str]) -> None:
         name = parts[-1]
         if name == OPAQUE_MARKER:
-            directory_fd = self._open_parent(parts, member.name)
-            try:
-                os.setxattr(directory_fd, OPAQUE_XATTR, b"y")
-            finally:
-                os.close(directory_fd)
+            os.setxattr(self._open_parent(parts, member.name), OPAQUE_XATTR, b"y")
             return
         if name.startswith(WHITEOUT_PREFIX + WHITEOUT_PREFIX):
             return  # AUFS bookkeeping such as .wh..wh.plnk, meaningless to overlayfs
@@ -391,49 +419,55 @@ class LayerExtractor:
             raise self._error(member.name, "is a whiteout of an invalid name")
         hidden_parts = [*parts[:-1], hidden]
         parent_fd = self._open_parent(parts, member.name)
-        try:
-            self._remove_existing(parent_fd, hidden_parts, member.name)
-            os.mknod(hidden, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=parent_fd)
-        finally:
-            os.close(parent_fd)
+        self._remove_existing(parent_fd, hidden_parts, member.name)
+        os.mknod(hidden, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=parent_fd)
 
     # -- path walking --------------------------------------------------------
 
     def _open_parent(
         self, parts: list[str], member_name: str, *, create: bool = True
     ) -> int:
-        """Return an fd of the directory that contains PARTS[-1], creating missing ones."""
-        fd = os.dup(self._root_fd)
-        try:
-            for depth, part in enumerate(parts[:-1], start=1):
-                try:
-                    child = os.open(part, _DIR_FLAGS, dir_fd=fd)
-                except FileNotFoundError:
-                    if not create:
-                        raise self._error(
-                            member_name,
-                            f"refers to {'/'.join(parts)}, which does not exist",
-                        ) from None
-                    os.mkdir(part, 0o700, dir_fd=fd)
-                    # Parents a tar leaves out get Docker's 0755, owned by root.
-                    self._directories.setdefault(
-                        "/".join(parts[:depth]), _DirectoryMetadata(0o755, 0, 0, 0)
-                    )
-                    child = os.open(part, _DIR_FLAGS, dir_fd=fd)
-                except OSError as error:
-                    if error.errno in (errno.ELOOP, errno.ENOTDIR):
-                        raise self._error(
-                            member_name,
-                            f"lies under {'/'.join(parts[:depth])}, which is a symlink "
-                            "or not a directory",
-                        ) from None
-                    raise
-                os.close(fd)
-                fd = child
+        """Return an fd of the directory that contains PARTS[-1], creating missing ones.
+
+        The fd is borrowed from the directory cache, so the caller must not close it.
+        """
+        key = "/".join(parts[:-1])
+        fd = self._directory_fds.get(key)
+        if fd is not None:
             return fd
-        except BaseException:
-            os.close(fd)
+        parent_fd = self._open_parent(parts[:-1], member_name, create=create)
+        part = parts[-2]
+        try:
+            fd = os.open(part, _DIR_FLAGS, dir_fd=parent_fd)
+        except FileNotFoundError:
+            if not create:
+                raise self._error(
+                    member_name,
+                    f"refers to {'/'.join(parts)}, which does not exist",
+                ) from None
+            os.mkdir(part, 0o700, dir_fd=parent_fd)
+            # Parents a tar leaves out get Docker's 0755, owned by root.
+            self._directories.setdefault(key, _DirectoryMetadata(0o755, 0, 0, 0))
+            fd = os.open(part, _DIR_FLAGS, dir_fd=parent_fd)
+        except OSError as error:
+            if error.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise self._error(
+                    member_name,
+                    f"lies under {key}, which is a symlink or not a directory",
+                ) from None
             raise
+        if len(self._directory_fds) >= MAX_CACHED_DIRECTORIES:
+            self._forget_oldest_directory()
+        self._directory_fds[key] = fd
+        return fd
+
+    def _forget_oldest_directory(self) -> None:
+        # Python 3.7+ dicts keep insertion order, so the first key is the oldest.
+        # The root stays, because every walk starts from it.
+        for key in self._directory_fds:
+            if key:
+                os.close(self._directory_fds.pop(key))
+                return
 
     def _remove_existing(
         self, parent_fd: int, parts: list[str], member_name: str
@@ -529,24 +563,13 @@ class LayerExtractor:
             self._directories, key=lambda item: item.count("/"), reverse=True
         ):
             metadata = self._directories[path]
-            fd = self._open_directory(path)
-            try:
-                if self.privileged:
-                    os.fchown(fd, metadata.uid, metadata.gid)
-                os.fchmod(fd, metadata.mode)
-                os.utime(fd, ns=(metadata.mtime_ns, metadata.mtime_ns))
-            finally:
-                os.close(fd)
-
-    def _open_directory(self, path: str) -> int:
-        if not path:
-            return os.dup(self._root_fd)
-        parts = path.split("/")
-        parent_fd = self._open_parent(parts, path, create=False)
-        try:
-            return os.open(parts[-1], _DIR_FLAGS, dir_fd=parent_fd)
-        finally:
-            os.close(parent_fd)
+            fd = self._open_parent(
+                [*path.split("/"), ""] if path else [""], path, create=False
+            )
+            if self.privileged and (metadata.uid, metadata.gid) != self._own_ids:
+                os.fchown(fd, metadata.uid, metadata.gid)
+            os.fchmod(fd, metadata.mode)
+            os.utime(fd, ns=(metadata.mtime_ns, metadata.mtime_ns))
 
     def _remember_inode(self, parts: list[str], info: os.stat_result) -> None:
         self._inodes["/".join(parts)] = (info.st_dev, info.st_ino)
@@ -563,23 +586,21 @@ class LayerExtractor:
 
 
 def extract_layer(
-    source: BinaryIO,
+    blob: Path,
     destination: Path,
     limits: Limits,
     subject: str,
     warned: set[str] | None = None,
 ) -> ExtractResult:
-    """Extract the layer tar read from SOURCE into the empty directory DESTINATION."""
-    tar = open_tar_stream(source, limits)
-    return LayerExtractor(destination, limits, subject, warned).extract(tar)
+    """Extract the layer tar BLOB, a file of the store, into the empty DESTINATION."""
+    fd = os.open(blob, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        with open(fd, "rb", buffering=HEADER_BUFFER_SIZE, closefd=False) as headers:
+            tar = open_tar_stream(cast(BinaryIO, headers), limits, seekable=True)
+            return LayerExtractor(destination, limits, subject, warned).extract(tar, fd)
+    finally:
+        os.close(fd)
 
 
 def _mtime_ns(member: tarfile.TarInfo) -> int:
     return int(member.mtime * 1_000_000_000)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]

@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO
 
 from hutch.errors import HutchError
 from hutch.store import archive
@@ -28,10 +28,12 @@ from hutch.store.blobs import (
     HashingReader,
     HashingWriter,
     PeekableReader,
+    close_stream,
     detect_compression,
     new_temp_file,
     open_decompressed,
     read_capped,
+    write_blob,
 )
 from hutch.store.extract import extract_layer
 from hutch.store.layers import write_diff_tar, write_merged_tar
@@ -252,7 +254,7 @@ class Store:
     ) -> Image:
         """Make a one-layer image from the root filesystem tar read from SRC.
 
-        The tar may be plain, gzip, xz or bzip2, detected from its first bytes.
+        The tar may be plain, gzip, xz, bzip2 or zstd, detected from its first bytes.
         """
         name = names.normalize_reference(ref) if ref else None
         image_config.apply_changes(
@@ -260,8 +262,10 @@ class Store:
         )  # reject bad lines before reading the tar
         with self.layout.scratch("import") as scratch:
             staging = _Staging(scratch)
-            stream = open_decompressed(src, "the import tar")
-            diff_id, size = self._unpack_layer(staging, stream, "the import tar")
+            blob, diff_id, size = self._write_scratch_blob(
+                staging, src, "the import tar"
+            )
+            self._unpack_layer(staging, blob, diff_id, size, "the import tar")
             created = image_config.now_rfc3339()
             config = image_config.new_config(
                 f"sha256:{diff_id}", created, message or ""
@@ -309,10 +313,10 @@ class Store:
             with new_temp_file(scratch, blob_name) as blob_file:
                 writer = HashingWriter(blob_file)
                 write_diff_tar(upper, writer)  # type: ignore[arg-type]
-            with open(scratch / blob_name, "rb", buffering=CHUNK_SIZE) as blob_file:
-                diff_id, size = self._unpack_layer(
-                    staging, blob_file, "the committed layer", blob=scratch / blob_name
-                )
+            diff_id, size = writer.hash.hexdigest(), writer.size
+            self._unpack_layer(
+                staging, scratch / blob_name, diff_id, size, "the committed layer"
+            )
             created = image_config.now_rfc3339()
             new_config = _commit_config(
                 base.config, config, created, author, message, diff_id
@@ -398,7 +402,11 @@ class Store:
             members = scratch / "members"
             members.mkdir(mode=0o700)
             reader = archive.ArchiveReader(members, self.limits)
-            reader.read(open_decompressed(src, "the archive"))
+            stream = open_decompressed(src, "the archive")
+            try:
+                reader.read(stream)
+            finally:
+                close_stream(stream)
             specs = archive.merge_same_images(reader.images())
             staging = _Staging(scratch)
             loaded: list[tuple[str, list[str]]] = []
@@ -452,27 +460,35 @@ class Store:
     def _stage_loaded_layer(
         self, staging: _Staging, layer: archive.LayerSpec, subject: str
     ) -> tuple[str, int]:
+        member = layer.member
+        with open(member.path, "rb", buffering=CHUNK_SIZE) as raw:
+            compressed = bool(detect_compression(PeekableReader(raw)))
         expected = layer.expected_diff_id
-        if expected in staging.layers or self._has_layer(expected):
-            # Already present: only check that the archive's bytes are that layer.
-            staging.required_layers.add(expected)
-            with open(layer.member.path, "rb", buffering=CHUNK_SIZE) as raw:
-                reader = HashingReader(
-                    open_decompressed(raw, subject),
-                    subject=subject,
-                    limit=self.limits.max_layer_bytes,
+        if not compressed:
+            # The member was hashed while it was read, and a layer tar's digest is its
+            # diff id, so the bytes need no second pass.
+            if member.digest == expected:
+                self._unpack_layer(
+                    staging, member.path, member.digest, member.size, subject
                 )
-                reader.drain()
-            return reader.hexdigest(), reader.size
-        with open(layer.member.path, "rb", buffering=CHUNK_SIZE) as raw:
-            peekable = PeekableReader(raw)
-            if not detect_compression(peekable):
-                plain = cast(BinaryIO, peekable)
-                return self._unpack_layer(
-                    staging, plain, subject, blob=layer.member.path
-                )
-            decompressed = open_decompressed(cast(BinaryIO, peekable), subject)
-            return self._unpack_layer(staging, decompressed, subject)
+            return member.digest, member.size
+        with open(member.path, "rb", buffering=CHUNK_SIZE) as raw:
+            stream = open_decompressed(raw, subject)
+            try:
+                if expected in staging.layers or self._has_layer(expected):
+                    # Already present: only check that the archive's bytes are that layer.
+                    staging.required_layers.add(expected)
+                    reader = HashingReader(
+                        stream, subject=subject, limit=self.limits.max_layer_bytes
+                    )
+                    reader.drain()
+                    return reader.hexdigest(), reader.size
+                blob, diff_id, size = self._write_blob(staging, stream, subject)
+            finally:
+                close_stream(stream)
+        if diff_id == expected:
+            self._unpack_layer(staging, blob, diff_id, size, subject)
+        return diff_id, size
 
     # -- staging and publishing ------------------------------------------------
 
@@ -506,54 +522,45 @@ class Store:
             and self.layout.blob(hex_digest).is_file()
         )
 
-    def _unpack_layer(
-        self,
-        staging: _Staging,
-        source: BinaryIO,
-        subject: str,
-        *,
-        blob: Path | None = None,
-    ) -> tuple[str, int]:
-        """Extract the layer tar SOURCE while hashing it, and return (diff id hex, size).
+    def _write_scratch_blob(
+        self, staging: _Staging, source: BinaryIO, subject: str
+    ) -> tuple[Path, str, int]:
+        """Decompress SOURCE into a new scratch blob; return (path, sha256 hex, size)."""
+        stream = open_decompressed(source, subject)
+        try:
+            return self._write_blob(staging, stream, subject)
+        finally:
+            close_stream(stream)
 
-        Without BLOB, the bytes are also copied to a new scratch blob; with it, BLOB is
-        a file that already contains exactly these bytes.
+    def _write_blob(
+        self, staging: _Staging, stream: BinaryIO, subject: str
+    ) -> tuple[Path, str, int]:
+        path = staging.scratch / staging.new_name("blob")
+        hex_digest, size = write_blob(
+            stream, path, limit=self.limits.max_layer_bytes, subject=subject
+        )
+        return path, hex_digest, size
+
+    def _unpack_layer(
+        self, staging: _Staging, blob: Path, diff_id: str, size: int, subject: str
+    ) -> None:
+        """Stage the layer tar BLOB, whose digest is DIFF_ID, and extract it when it is new.
+
+        A layer already in the store or staged is not extracted again: the same digest
+        means the same tar.
         """
+        if diff_id in staging.layers:
+            return
+        if self._has_layer(diff_id):
+            staging.required_layers.add(diff_id)
+            return
         layer_dir = staging.scratch / staging.new_name("layer")
         layer_dir.mkdir(mode=0o700)
         (layer_dir / "diff").mkdir(mode=0o700)
-        blob_path = (
-            blob if blob is not None else staging.scratch / staging.new_name("blob")
-        )
-        copy_to = (
-            None if blob is not None else new_temp_file(staging.scratch, blob_path.name)
-        )
-        try:
-            reader = HashingReader(
-                source,
-                subject=subject,
-                limit=self.limits.max_layer_bytes,
-                copy_to=copy_to,
-            )
-            tar_stream = cast(BinaryIO, reader)
-            extract_layer(
-                tar_stream, layer_dir / "diff", self.limits, subject, staging.warned
-            )
-            reader.drain()
-        finally:
-            if copy_to is not None:
-                copy_to.close()
-        diff_id = reader.hexdigest()
-        (layer_dir / "size").write_text(f"{reader.size}\n")
-        if diff_id in staging.layers:
-            remove_tree(layer_dir)
-        elif self._has_layer(diff_id):
-            remove_tree(layer_dir)
-            staging.required_layers.add(diff_id)
-        else:
-            staging.layers[diff_id] = layer_dir
-            staging.blobs[diff_id] = blob_path
-        return diff_id, reader.size
+        extract_layer(blob, layer_dir / "diff", self.limits, subject, staging.warned)
+        (layer_dir / "size").write_text(f"{size}\n")
+        staging.layers[diff_id] = layer_dir
+        staging.blobs[diff_id] = blob
 
     def _stage_image(
         self, staging: _Staging, config: dict[str, Any], layers: list[tuple[str, int]]

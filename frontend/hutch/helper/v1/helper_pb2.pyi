@@ -7,6 +7,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class PauseContainerRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
 class GetStatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -256,7 +262,7 @@ class GetStatesResponse(_message.Message):
     def __init__(self, states: _Optional[_Iterable[_Union[ContainerState, _Mapping]]] = ...) -> None: ...
 
 class ContainerState(_message.Message):
-    __slots__ = ("id", "status", "pid", "exit_code", "oom_killed", "started_at", "finished_at", "memory_bytes", "memory_limit_bytes", "pids", "error")
+    __slots__ = ("id", "status", "pid", "exit_code", "oom_killed", "started_at", "finished_at", "memory_bytes", "memory_limit_bytes", "pids", "error", "paused")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
@@ -268,6 +274,7 @@ class ContainerState(_message.Message):
     MEMORY_LIMIT_BYTES_FIELD_NUMBER: _ClassVar[int]
     PIDS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
     id: str
     status: str
     pid: int
@@ -279,7 +286,8 @@ class ContainerState(_message.Message):
     memory_limit_bytes: int
     pids: int
     error: str
-    def __init__(self, id: _Optional[str] = ..., status: _Optional[str] = ..., pid: _Optional[int] = ..., exit_code: _Optional[int] = ..., oom_killed: _Optional[bool] = ..., started_at: _Optional[str] = ..., finished_at: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., memory_limit_bytes: _Optional[int] = ..., pids: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+    paused: bool
+    def __init__(self, id: _Optional[str] = ..., status: _Optional[str] = ..., pid: _Optional[int] = ..., exit_code: _Optional[int] = ..., oom_killed: _Optional[bool] = ..., started_at: _Optional[str] = ..., finished_at: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., memory_limit_bytes: _Optional[int] = ..., pids: _Optional[int] = ..., error: _Optional[str] = ..., paused: _Optional[bool] = ...) -> None: ...
 
 class ReleaseContainerRequest(_message.Message):
     __slots__ = ("id",)

@@ -89,6 +89,16 @@ class HelperStub:
                 request_serializer=hutch_dot_helper_dot_v1_dot_helper__pb2.GetStatesRequest.SerializeToString,
                 response_deserializer=hutch_dot_helper_dot_v1_dot_helper__pb2.GetStatsResponse.FromString,
                 _registered_method=True)
+        self.PauseContainer = channel.unary_unary(
+                '/hutch.helper.v1.Helper/PauseContainer',
+                request_serializer=hutch_dot_helper_dot_v1_dot_helper__pb2.PauseContainerRequest.SerializeToString,
+                response_deserializer=hutch_dot_helper_dot_v1_dot_helper__pb2.ContainerState.FromString,
+                _registered_method=True)
+        self.UnpauseContainer = channel.unary_unary(
+                '/hutch.helper.v1.Helper/UnpauseContainer',
+                request_serializer=hutch_dot_helper_dot_v1_dot_helper__pb2.PauseContainerRequest.SerializeToString,
+                response_deserializer=hutch_dot_helper_dot_v1_dot_helper__pb2.ContainerState.FromString,
+                _registered_method=True)
 
 
 class HelperServicer:
@@ -178,6 +188,20 @@ class HelperServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PauseContainer(self, request, context):
+        """Freeze every process of a running container (its cgroup's freezer),
+        or thaw it again. Idempotent. Needs a container with a cgroup.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnpauseContainer(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HelperServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -235,6 +259,16 @@ def add_HelperServicer_to_server(servicer, server):
                     servicer.GetStats,
                     request_deserializer=hutch_dot_helper_dot_v1_dot_helper__pb2.GetStatesRequest.FromString,
                     response_serializer=hutch_dot_helper_dot_v1_dot_helper__pb2.GetStatsResponse.SerializeToString,
+            ),
+            'PauseContainer': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseContainer,
+                    request_deserializer=hutch_dot_helper_dot_v1_dot_helper__pb2.PauseContainerRequest.FromString,
+                    response_serializer=hutch_dot_helper_dot_v1_dot_helper__pb2.ContainerState.SerializeToString,
+            ),
+            'UnpauseContainer': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnpauseContainer,
+                    request_deserializer=hutch_dot_helper_dot_v1_dot_helper__pb2.PauseContainerRequest.FromString,
+                    response_serializer=hutch_dot_helper_dot_v1_dot_helper__pb2.ContainerState.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -534,6 +568,60 @@ class Helper:
             '/hutch.helper.v1.Helper/GetStats',
             hutch_dot_helper_dot_v1_dot_helper__pb2.GetStatesRequest.SerializeToString,
             hutch_dot_helper_dot_v1_dot_helper__pb2.GetStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseContainer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hutch.helper.v1.Helper/PauseContainer',
+            hutch_dot_helper_dot_v1_dot_helper__pb2.PauseContainerRequest.SerializeToString,
+            hutch_dot_helper_dot_v1_dot_helper__pb2.ContainerState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnpauseContainer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hutch.helper.v1.Helper/UnpauseContainer',
+            hutch_dot_helper_dot_v1_dot_helper__pb2.PauseContainerRequest.SerializeToString,
+            hutch_dot_helper_dot_v1_dot_helper__pb2.ContainerState.FromString,
             options,
             channel_credentials,
             insecure,
