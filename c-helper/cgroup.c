@@ -1,6 +1,7 @@
 /*
  * hutch-cgroup: create hutch/<uid>/<ID> cgroups, write their limits, move
- * this process in, drop privilege and exec hutch-spawn.
+ * this process in, drop privilege and exec hutch-spawn. With --join it
+ * moves into an existing hutch/<uid>/<ID> instead, for `hutch-spawn --join`.
  *
  * Written so that an administrator may install it setuid root: any local
  * user can run it with any argv. So the environment is cleared, every value
@@ -32,7 +33,7 @@
 
 const char *program_name = "hutch-cgroup";
 
-enum mode { MODE_NONE, MODE_RUN, MODE_QUERY, MODE_REMOVE, MODE_PROBE };
+enum mode { MODE_NONE, MODE_RUN, MODE_JOIN, MODE_QUERY, MODE_REMOVE, MODE_PROBE };
 
 struct cgroup_request {
 	enum mode mode;
@@ -49,7 +50,7 @@ static int set_mode(struct cgroup_request *req, enum mode mode, const char *id,
 		    struct hutch_error *err)
 {
 	if (req->mode != MODE_NONE)
-		return err_msg(err, "give only one of --id, --query, --remove and --probe");
+		return err_msg(err, "give only one of --id, --join, --query, --remove and --probe");
 	req->mode = mode;
 	req->id = id;
 	if (id == NULL)
@@ -65,6 +66,11 @@ static int set_mode(struct cgroup_request *req, enum mode mode, const char *id,
 static int opt_id(void *p, const char *v, struct hutch_error *e)
 {
 	return set_mode(p, MODE_RUN, v, e);
+}
+
+static int opt_join(void *p, const char *v, struct hutch_error *e)
+{
+	return set_mode(p, MODE_JOIN, v, e);
 }
 
 static int opt_query(void *p, const char *v, struct hutch_error *e)
@@ -194,6 +200,7 @@ static int opt_layout(void *p, const char *v, struct hutch_error *e)
 
 static const struct option_def cgroup_options[] = {
 	{ "--id", true, opt_id },
+	{ "--join", true, opt_join },
 	{ "--query", true, opt_query },
 	{ "--remove", true, opt_remove },
 	{ "--probe", false, opt_probe },
@@ -217,11 +224,15 @@ static int validate_request(const struct cgroup_request *req, int spawn_argc,
 			  l->cpu_period || l->cpu_shares;
 
 	if (req->mode == MODE_NONE)
-		return err_msg(err, "missing --id, --query, --remove or --probe");
-	if (req->mode != MODE_RUN && (has_limits || spawn_argc > 0))
-		return err_msg(err, "limits and `-- SPAWN-ARG...` go only with --id");
+		return err_msg(err, "missing --id, --join, --query, --remove or --probe");
+	if (req->mode != MODE_RUN && has_limits)
+		return err_msg(err, "limits go only with --id");
+	if (req->mode != MODE_RUN && req->mode != MODE_JOIN && spawn_argc > 0)
+		return err_msg(err, "`-- SPAWN-ARG...` goes only with --id or --join");
 	if (req->mode == MODE_RUN && spawn_argc == 0)
 		return err_msg(err, "missing `-- SPAWN-ARG...` after the limits");
+	if (req->mode == MODE_JOIN && spawn_argc == 0)
+		return err_msg(err, "missing `-- SPAWN-ARG...` after --join ID");
 	if (l->memory_swap && !l->memory)
 		return err_msg(err, "--memory-swap needs --memory");
 	if (l->memory_swap && l->memory_swap < l->memory)
@@ -275,18 +286,13 @@ static int drop_privilege(struct hutch_error *err)
 	return 0;
 }
 
-static int run(const struct cgroup_request *req, struct cgroup *cg, char **spawn_args,
-	       struct hutch_error *err)
+/* Exec SPAWN_PATH with SPAWN_ARGS and an empty environment; returns only on failure. */
+static int exec_spawn(struct cgroup *cg, char **spawn_args, struct hutch_error *err)
 {
 	int spawn_argc = 0;
 	char **argv;
 	char *envp[] = { NULL };
 
-	if (cgroup_create(cg, &req->limits, err) < 0 || cgroup_write_limits(cg, &req->limits, err) < 0 ||
-	    cgroup_enter(cg, err) < 0 || drop_privilege(err) < 0) {
-		cgroup_undo_create(cg);
-		return -1;
-	}
 	while (spawn_args[spawn_argc] != NULL)
 		spawn_argc++;
 	argv = calloc((size_t)spawn_argc + 2, sizeof(*argv));
@@ -297,10 +303,29 @@ static int run(const struct cgroup_request *req, struct cgroup *cg, char **spawn
 	for (int fd = 0; fd < CTRL_COUNT; fd++)
 		close_fd(&cg->dirfd[fd]);
 	execve(SPAWN_PATH, argv, envp);
-	/* The cgroup contains this process, so it cannot be removed here; --remove does it later. */
 	err_sys(err, errno, "execve", SPAWN_PATH);
 	free(argv);
 	return -1;
+}
+
+static int run(const struct cgroup_request *req, struct cgroup *cg, char **spawn_args,
+	       struct hutch_error *err)
+{
+	if (cgroup_create(cg, &req->limits, err) < 0 || cgroup_write_limits(cg, &req->limits, err) < 0 ||
+	    cgroup_enter(cg, err) < 0 || drop_privilege(err) < 0) {
+		cgroup_undo_create(cg);
+		return -1;
+	}
+	/* The cgroup contains this process, so a failed exec cannot remove it; --remove does. */
+	return exec_spawn(cg, spawn_args, err);
+}
+
+/* Enter the existing cgroup of a running container, for `hutch-spawn --join`. */
+static int join(struct cgroup *cg, char **spawn_args, struct hutch_error *err)
+{
+	if (cgroup_join(cg, err) < 0 || drop_privilege(err) < 0)
+		return -1;
+	return exec_spawn(cg, spawn_args, err);
 }
 
 static int dispatch(struct cgroup_request *req, char **spawn_args, struct hutch_error *err)
@@ -324,6 +349,8 @@ static int dispatch(struct cgroup_request *req, char **spawn_args, struct hutch_
 	switch (req->mode) {
 	case MODE_RUN:
 		return run(req, &cg, spawn_args, err);
+	case MODE_JOIN:
+		return join(&cg, spawn_args, err);
 	case MODE_QUERY:
 		if (drop_privilege(err) < 0)
 			return -1;
@@ -333,7 +360,7 @@ static int dispatch(struct cgroup_request *req, char **spawn_args, struct hutch_
 	case MODE_PROBE:
 	case MODE_NONE:
 	default:
-		return err_msg(err, "missing --id, --query, --remove or --probe");
+		return err_msg(err, "missing --id, --join, --query, --remove or --probe");
 	}
 }
 

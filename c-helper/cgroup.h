@@ -42,6 +42,7 @@ int cgroup_write_limits(struct cgroup *cg, const struct cgroup_limits *limits,
 			struct hutch_error *err);
 int cgroup_enter(struct cgroup *cg, struct hutch_error *err);
 int cgroup_open_existing(struct cgroup *cg, struct hutch_error *err);
+int cgroup_join(struct cgroup *cg, struct hutch_error *err);
 int cgroup_query(struct cgroup *cg, struct hutch_error *err);
 int cgroup_remove(struct cgroup *cg, struct hutch_error *err);
 int cgroup_probe(const char *root, enum cgroup_layout layout, uid_t uid, struct hutch_error *err);

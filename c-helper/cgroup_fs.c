@@ -359,6 +359,32 @@ int cgroup_open_existing(struct cgroup *cg, struct hutch_error *err)
 /* --- --query --- */
 
 /* Print "KEY VALUE" from the first line of NAME; a missing file prints nothing. */
+/*
+ * Move this process into the existing hutch/<uid>/<ID> of every hierarchy
+ * that has one. hutch/ and hutch/<uid>/ were checked by open_user_dir;
+ * <ID> itself must belong to root or to the caller too.
+ */
+int cgroup_join(struct cgroup *cg, struct hutch_error *err)
+{
+	if (cgroup_open_existing(cg, err) < 0)
+		return -1;
+	for (int i = 0; i < slot_count(cg); i++) {
+		struct stat st;
+
+		if (cg->dirfd[i] < 0)
+			continue;
+		if (fstat(cg->dirfd[i], &st) < 0)
+			return err_sys(err, errno, "fstat", cg->id);
+		if (st.st_uid != 0 && st.st_uid != cg->uid)
+			return err_msg(err, "open `%s`: owned by uid %u, expected root or %u", cg->id,
+				       (unsigned)st.st_uid, (unsigned)cg->uid);
+		/* A hierarchy reached under two names (cpu, cpuacct) takes the same write twice. */
+		if (write_u64(cg, i, "cgroup.procs", (uint64_t)getpid(), err) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 static void print_file(int dirfd, const char *name, const char *key)
 {
 	char buf[256];

@@ -12,7 +12,9 @@
  * a pid namespace the caller owns, else a bind of the caller's /proc); a
  * size-capped tmpfs on /dev and /dev/shm; a devpts new instance; binds of six
  * host character devices that any user may open; and sysfs or a bind of the
- * host /sys, both read-only.
+ * host /sys, both read-only. mask.c only hides or makes read-only what is
+ * already mounted. volumes.c binds host paths that the caller can open
+ * itself and mounts size-capped tmpfs, at destinations inside the root.
  */
 #define _GNU_SOURCE
 #include "spawn.h"
@@ -25,12 +27,6 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-
-/* A filesystem option for fsconfig(): VALUE NULL means a flag such as "userxattr". */
-struct fs_option {
-	const char *key;
-	const char *value;
-};
 
 /* Append the kernel's own explanation, which fsopen() contexts queue for reading. */
 static void append_fs_context_message(int fsfd, struct hutch_error *err)
@@ -52,8 +48,8 @@ static void append_fs_context_message(int fsfd, struct hutch_error *err)
  * Create a new FSTYPE instance with OPTIONS and ATTRS (MOUNT_ATTR_*) and
  * return a detached mount fd, or -1 with ERR naming the step.
  */
-static int make_fs(const char *fstype, const struct fs_option *options, size_t count,
-		   unsigned attrs, struct hutch_error *err)
+int make_fs(const char *fstype, const struct fs_option *options, size_t count, unsigned attrs,
+	    struct hutch_error *err)
 {
 	cleanup_fd int fsfd = fsopen(fstype, FSOPEN_CLOEXEC);
 	int mfd;
@@ -84,8 +80,7 @@ static int make_fs(const char *fstype, const struct fs_option *options, size_t c
 }
 
 /* Attach the detached mount MFD on NAME under DIRFD ("" for DIRFD itself). */
-static int attach(int mfd, int dirfd, const char *name, const char *label,
-		  struct hutch_error *err)
+int attach(int mfd, int dirfd, const char *name, const char *label, struct hutch_error *err)
 {
 	unsigned flags = MOVE_MOUNT_F_EMPTY_PATH | (name[0] == '\0' ? MOVE_MOUNT_T_EMPTY_PATH : 0);
 
@@ -108,7 +103,7 @@ static int open_mountpoint(int dirfd, const char *name, mode_t mode, struct hutc
 }
 
 /* Clone the host tree at PATH (recursively if RECURSIVE) with ATTRS set, detached. */
-static int clone_tree(const char *path, bool recursive, unsigned attrs, struct hutch_error *err)
+int clone_tree(const char *path, bool recursive, unsigned attrs, struct hutch_error *err)
 {
 	unsigned flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (recursive ? AT_RECURSIVE : 0);
 	struct mount_attr attr = { .attr_set = attrs };
@@ -225,10 +220,11 @@ static int mount_rootfs(const struct spawn_plan *plan, struct hutch_error *err)
 
 /* --- /proc, /dev, /sys --- */
 
+/* Mount /proc; returns a fd of its root for the masks, or -1. */
 static int mount_proc(const struct spawn_plan *plan, int rootfd, struct hutch_error *err)
 {
 	cleanup_fd int target = open_mountpoint(rootfd, "proc", 0555, err);
-	cleanup_fd int mfd = -1;
+	int mfd = -1;
 	unsigned attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC | MOUNT_ATTR_NODEV;
 
 	if (target < 0)
@@ -243,7 +239,11 @@ static int mount_proc(const struct spawn_plan *plan, int rootfd, struct hutch_er
 		mfd = clone_tree("/proc", true, attrs, err);
 	if (mfd < 0)
 		return -1;
-	return attach(mfd, target, "", "/proc", err);
+	if (attach(mfd, target, "", "/proc", err) < 0) {
+		close(mfd);
+		return -1;
+	}
+	return mfd;
 }
 
 static const char *const host_devices[] = { "null", "zero", "full", "random", "urandom", "tty" };
@@ -318,8 +318,9 @@ static int populate_dev(int devfd, struct hutch_error *err)
 	return 0;
 }
 
-static int mount_dev(int rootfd, struct hutch_error *err)
+static int mount_dev(int rootfd, struct kernel_mounts *km, struct hutch_error *err)
 {
+	struct stat st;
 	static const struct fs_option options[] = { { "mode", "755" }, { "size", "65536k" } };
 	cleanup_fd int target = open_mountpoint(rootfd, "dev", 0755, err);
 	cleanup_fd int devfd = -1;
@@ -332,14 +333,24 @@ static int mount_dev(int rootfd, struct hutch_error *err)
 	if (attach(devfd, target, "", "/dev", err) < 0)
 		return -1;
 	/* DEVFD is the root of the attached tmpfs, so everything below is created in it. */
-	return populate_dev(devfd, err);
+	if (populate_dev(devfd, err) < 0)
+		return -1;
+	/* Recorded so that --bind and --tmpfs can reject a destination in /dev. */
+	if (fstat(devfd, &st) < 0)
+		return err_sys(err, errno, "fstat", "/dev");
+	km->dev = st.st_dev;
+	if (fstatat(devfd, "shm", &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return err_sys(err, errno, "fstat", "/dev/shm");
+	km->shm = st.st_dev;
+	return 0;
 }
 
+/* Mount /sys; returns a fd of its root for the masks, or -1. */
 static int mount_sys(int rootfd, struct hutch_error *err)
 {
 	unsigned attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
 	cleanup_fd int target = open_mountpoint(rootfd, "sys", 0555, err);
-	cleanup_fd int mfd = -1;
+	int mfd = -1;
 
 	if (target < 0)
 		return -1;
@@ -349,22 +360,41 @@ static int mount_sys(int rootfd, struct hutch_error *err)
 		mfd = clone_tree("/sys", true, attrs, err);
 	if (mfd < 0)
 		return -1;
-	return attach(mfd, target, "", "/sys", err);
+	if (attach(mfd, target, "", "/sys", err) < 0) {
+		close(mfd);
+		return -1;
+	}
+	return mfd;
 }
 
 int setup_mounts(const struct spawn_plan *plan, int *rootfd, struct hutch_error *err)
 {
+	struct kernel_mounts km = { 0 };
+	cleanup_fd int procfd = -1;
+	cleanup_fd int sysfd = -1;
+
 	/* Nothing done below may propagate back to the host's mount namespace. */
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
 		return err_sys(err, errno, "mount --make-rprivate", "/");
 	*rootfd = mount_rootfs(plan, err);
 	if (*rootfd < 0)
 		return -1;
-	if (mount_proc(plan, *rootfd, err) < 0)
+	procfd = mount_proc(plan, *rootfd, err);
+	if (procfd < 0)
 		return -1;
-	if (mount_dev(*rootfd, err) < 0)
+	if (mount_dev(*rootfd, &km, err) < 0)
 		return -1;
-	return mount_sys(*rootfd, err);
+	sysfd = mount_sys(*rootfd, err);
+	if (sysfd < 0)
+		return -1;
+	/*
+	 * The masks come before the first lookup of a path that the image
+	 * controls (the --bind and --tmpfs destinations), so no such lookup
+	 * can pin or reach a kernel file before it is hidden (CVE-2025-52565).
+	 */
+	if (mask_kernel_paths(procfd, sysfd, err) < 0)
+		return -1;
+	return mount_volumes(plan, *rootfd, &km, err);
 }
 
 int enter_root(const struct spawn_plan *plan, int rootfd, struct hutch_error *err)

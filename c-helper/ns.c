@@ -50,7 +50,7 @@ int bring_up_loopback(struct hutch_error *err)
 }
 
 /* Block until the parent writes one byte; EOF means it failed and already reported why. */
-static void wait_for_parent(int fd)
+void wait_for_parent(int fd)
 {
 	char byte;
 
@@ -64,6 +64,19 @@ static int redirect_output(const struct spawn_pipes *pipes, struct hutch_error *
 		return err_sys(err, errno, "dup2", "stdout pipe");
 	if (dup2(pipes->err[1], STDERR_FILENO) < 0)
 		return err_sys(err, errno, "dup2", "stderr pipe");
+	return 0;
+}
+
+int connect_stdio(const struct spawn_plan *plan, const struct spawn_pipes *pipes,
+		  struct hutch_error *err)
+{
+	/* With --tty, the pty becomes fds 0 to 2 later, in finish_child. */
+	if (plan->tty)
+		return 0;
+	if (plan->stdin_pipe && dup2(pipes->in[0], STDIN_FILENO) < 0)
+		return err_sys(err, errno, "dup2", "stdin pipe");
+	if (plan->log_fd >= 0)
+		return redirect_output(pipes, err);
 	return 0;
 }
 
@@ -94,6 +107,54 @@ static int change_directory(const char *cwd, struct hutch_error *err)
 	return 0;
 }
 
+/*
+ * Give the process a session of its own: with --tty the pty is its
+ * controlling terminal, otherwise it has none, so /dev/tty and TIOCSTI
+ * cannot reach the caller's terminal.
+ */
+static int start_session(const struct spawn_plan *plan, const struct spawn_pipes *pipes,
+			 struct hutch_error *err)
+{
+	int master = -1;
+	int peer = -1;
+
+	if (!plan->tty) {
+		if (setsid() < 0)
+			return err_sys(err, errno, "setsid", NULL);
+		return 0;
+	}
+	if (open_pty(plan, &master, &peer, err) < 0)
+		return -1;
+	if (send_fd(pipes->tty[1], master, err) < 0) {
+		close(master);
+		close(peer);
+		return -1;
+	}
+	close(master);
+	return make_controlling_terminal(peer, err);
+}
+
+int finish_child(const struct spawn_plan *plan, const struct spawn_pipes *pipes,
+		 struct hutch_error *err)
+{
+	if (start_session(plan, pipes, err) < 0)
+		return -1;
+	if (drop_privileges(plan, err) < 0)
+		return -1;
+	if (change_directory(plan->cwd, err) < 0)
+		return -1;
+	/* CLOEXEC rather than close: the error pipe must stay open to report a failed exec. */
+	if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+		return err_sys(err, errno, "close_range", NULL);
+	/* With --init, only the forked program returns here; the reaper stays in start_init. */
+	if (plan->init && start_init(plan, err) < 0)
+		return -1;
+	if (reset_signals(err) < 0)
+		return -1;
+	exec_program(plan, err);
+	return -1;
+}
+
 /* The child's steps in the order of docs/helper-spec.md; returns only on failure. */
 static void run_child(const struct spawn_plan *plan, const struct spawn_pipes *pipes,
 		      struct hutch_error *err)
@@ -116,7 +177,7 @@ static void run_child(const struct spawn_plan *plan, const struct spawn_pipes *p
 		err_sys(err, errno, "setresuid", "0 in the user namespace (is 0 mapped?)");
 		return;
 	}
-	if (plan->log_fd >= 0 && redirect_output(pipes, err) < 0)
+	if (connect_stdio(plan, pipes, err) < 0)
 		return;
 	if (setup_mounts(plan, &rootfd, err) < 0)
 		return;
@@ -129,18 +190,19 @@ static void run_child(const struct spawn_plan *plan, const struct spawn_pipes *p
 	if (enter_root(plan, rootfd, err) < 0)
 		return;
 	close_fd(&rootfd);
-	if (drop_privileges(plan, err) < 0)
-		return;
-	if (change_directory(plan->cwd, err) < 0)
-		return;
-	/* CLOEXEC rather than close: the error pipe must stay open to report a failed exec. */
-	if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
-		err_sys(err, errno, "close_range", NULL);
-		return;
+	finish_child(plan, pipes, err);
+}
+
+/* Close the ends of the shared pipes that belong to the monitor. */
+void close_monitor_ends(const struct spawn_pipes *pipes)
+{
+	const int fds[] = { pipes->sync[1], pipes->error[0], pipes->out[0], pipes->err[0],
+			    pipes->in[1],   pipes->tty[0],   pipes->attach };
+
+	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++) {
+		if (fds[i] >= 0)
+			close(fds[i]);
 	}
-	if (reset_signals(err) < 0)
-		return;
-	exec_program(plan, err);
 }
 
 static int child_main(void *arg)
@@ -148,13 +210,7 @@ static int child_main(void *arg)
 	const struct child_args *args = arg;
 	struct hutch_error err = { 0 };
 
-	close(args->pipes->sync[1]);
-	close(args->pipes->error[0]);
-	if (args->pipes->out[0] >= 0)
-		close(args->pipes->out[0]);
-	if (args->pipes->err[0] >= 0)
-		close(args->pipes->err[0]);
-
+	close_monitor_ends(args->pipes);
 	run_child(args->plan, args->pipes, &err);
 	if (err.exit_code == 0)
 		err.exit_code = EXIT_SETUP;

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/auxv.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -39,6 +40,9 @@ FLAG_OPTION(unshare_ipc)
 FLAG_OPTION(unshare_uts)
 FLAG_OPTION(unshare_cgroup)
 FLAG_OPTION(readonly_rootfs)
+FLAG_OPTION(init)
+FLAG_OPTION(tty)
+FLAG_OPTION(stdin_pipe)
 
 /* Parse "IN:OUT:COUNT" with COUNT >= 1 and neither range passing 2^32 - 1. */
 static int parse_id_map(const char *text, struct id_map *map)
@@ -198,6 +202,157 @@ static int set_status_fd(void *p, const char *v, struct hutch_error *e)
 	return parse_fd("--status-fd", v, &((struct spawn_plan *)p)->status_fd, e);
 }
 
+/* A container path for --bind and --tmpfs: absolute, not "/", no empty, "." or ".." part. */
+static int check_container_path(const char *opt, const char *path, struct hutch_error *e)
+{
+	const char *part = path;
+
+	if (path[0] != '/' || path[1] == '\0')
+		return err_msg(e, "invalid %s destination `%s`: expected an absolute path other than /",
+			       opt, path);
+	while (*part == '/') {
+		size_t len = strcspn(part + 1, "/");
+
+		if (len == 0 || (len == 1 && part[1] == '.') ||
+		    (len == 2 && part[1] == '.' && part[2] == '.'))
+			return err_msg(e, "invalid %s destination `%s`: empty, `.` or `..` component",
+				       opt, path);
+		part += 1 + len;
+	}
+	return 0;
+}
+
+static struct volume *add_volume(struct spawn_plan *plan, struct hutch_error *e)
+{
+	if (plan->volume_count >= MAX_VOLUMES) {
+		err_msg(e, "too many --bind and --tmpfs options (maximum %d)", MAX_VOLUMES);
+		return NULL;
+	}
+	return &plan->volumes[plan->volume_count++];
+}
+
+/* SRC:DEST or SRC:DEST:ro or SRC:DEST:rw; neither path may contain ':'. */
+static int set_bind(void *p, const char *v, struct hutch_error *e)
+{
+	struct spawn_plan *plan = p;
+	char *copy = strdup(v);
+	char *rest = copy;
+	char *source, *dest, *mode;
+	struct volume *vol;
+
+	if (copy == NULL)
+		return err_sys(e, errno, "strdup", NULL);
+	source = strsep(&rest, ":");
+	dest = strsep(&rest, ":");
+	mode = strsep(&rest, ":");
+	if (dest == NULL || rest != NULL || (mode != NULL && strcmp(mode, "ro") != 0 &&
+					       strcmp(mode, "rw") != 0)) {
+		free(copy);
+		return err_msg(e, "invalid --bind `%s`: expected SRC:DEST, SRC:DEST:ro or SRC:DEST:rw",
+			       v);
+	}
+	if (check_abs_path("--bind", source, e) < 0 || check_container_path("--bind", dest, e) < 0) {
+		free(copy);
+		return -1;
+	}
+	vol = add_volume(plan, e);
+	if (vol == NULL) {
+		free(copy);
+		return -1;
+	}
+	*vol = (struct volume){ .kind = VOLUME_BIND, .source = source, .dest = dest,
+				.readonly = mode != NULL && strcmp(mode, "ro") == 0 };
+	return 0;
+}
+
+#define TMPFS_DEFAULT_SIZE (64ULL << 20)
+#define TMPFS_MIN_SIZE 4096ULL
+#define TMPFS_MAX_SIZE (1ULL << 62)
+
+/* DEST or DEST:SIZE, SIZE in bytes; the 1 GiB cap for non-root is checked in validate_plan. */
+static int set_tmpfs(void *p, const char *v, struct hutch_error *e)
+{
+	struct spawn_plan *plan = p;
+	char *dest = strdup(v);
+	char *colon;
+	uint64_t size = TMPFS_DEFAULT_SIZE;
+	struct volume *vol;
+
+	if (dest == NULL)
+		return err_sys(e, errno, "strdup", NULL);
+	colon = strchr(dest, ':');
+	if (colon != NULL) {
+		*colon = '\0';
+		if (parse_u64(colon + 1, TMPFS_MAX_SIZE, &size) < 0 || size < TMPFS_MIN_SIZE) {
+			free(dest);
+			return err_msg(e, "invalid --tmpfs size in `%s`: expected 4096 or more bytes", v);
+		}
+	}
+	if (check_container_path("--tmpfs", dest, e) < 0) {
+		free(dest);
+		return -1;
+	}
+	vol = add_volume(plan, e);
+	if (vol == NULL) {
+		free(dest);
+		return -1;
+	}
+	*vol = (struct volume){ .kind = VOLUME_TMPFS, .dest = dest, .size = size };
+	return 0;
+}
+
+/* ROWSxCOLS, each 1 to 65535. */
+static int set_tty_size(void *p, const char *v, struct hutch_error *e)
+{
+	struct spawn_plan *plan = p;
+	char buf[32];
+	char *cols;
+	uint64_t rows_value, cols_value;
+
+	if (plan->tty_rows != 0)
+		return err_msg(e, "option `--tty-size` given twice");
+	if (strlen(v) >= sizeof(buf))
+		return err_msg(e, "invalid --tty-size `%s`: expected ROWSxCOLS", v);
+	strcpy(buf, v);
+	cols = strchr(buf, 'x');
+	if (cols != NULL)
+		*cols++ = '\0';
+	if (cols == NULL || parse_u64(buf, 65535, &rows_value) < 0 ||
+	    parse_u64(cols, 65535, &cols_value) < 0 || rows_value == 0 || cols_value == 0)
+		return err_msg(e, "invalid --tty-size `%s`: expected ROWSxCOLS, each 1 to 65535", v);
+	plan->tty_rows = (uint16_t)rows_value;
+	plan->tty_cols = (uint16_t)cols_value;
+	return 0;
+}
+
+static int set_attach_socket(void *p, const char *v, struct hutch_error *e)
+{
+	struct spawn_plan *plan = p;
+
+	if (plan->attach_socket != NULL)
+		return err_msg(e, "option `--attach-socket` given twice");
+	if (check_abs_path("--attach-socket", v, e) < 0)
+		return -1;
+	/* sun_path has room for 108 bytes, the terminating NUL included. */
+	if (strlen(v) > 107)
+		return err_msg(e, "invalid --attach-socket `%s`: longer than 107 bytes", v);
+	plan->attach_socket = v;
+	return 0;
+}
+
+static int set_join(void *p, const char *v, struct hutch_error *e)
+{
+	struct spawn_plan *plan = p;
+	uint64_t value;
+
+	if (plan->join_pid != 0)
+		return err_msg(e, "option `--join` given twice");
+	if (parse_u64(v, 4194304, &value) < 0 || value == 0)
+		return err_msg(e, "invalid --join `%s`: expected a pid, 1 to 4194304", v);
+	plan->join_pid = (pid_t)value;
+	return 0;
+}
+
 static const struct option_def spawn_options[] = {
 	{ "--unshare-user", false, set_unshare_user },
 	{ "--unshare-pid", false, set_unshare_pid },
@@ -219,15 +374,64 @@ static const struct option_def spawn_options[] = {
 	{ "--gid", true, set_gid },
 	{ "--log-fd", true, set_log_fd },
 	{ "--status-fd", true, set_status_fd },
+	{ "--bind", true, set_bind },
+	{ "--tmpfs", true, set_tmpfs },
+	{ "--init", false, set_init },
+	{ "--tty", false, set_tty },
+	{ "--tty-size", true, set_tty_size },
+	{ "--stdin", false, set_stdin_pipe },
+	{ "--attach-socket", true, set_attach_socket },
+	{ "--join", true, set_join },
 };
 
 #define SPAWN_OPTION_COUNT (sizeof(spawn_options) / sizeof(spawn_options[0]))
+
+#define TMPFS_USER_MAX_SIZE (1ULL << 30)
+
+/* --join takes only the options that describe the new process, not a container. */
+static int validate_join(const struct spawn_plan *plan, struct hutch_error *err)
+{
+	if (plan->rootfs != NULL || plan->lower_count > 0 || plan->upper != NULL ||
+	    plan->readonly_rootfs || plan->hostname != NULL || plan->volume_count > 0 ||
+	    plan->init || plan->uid_map_count > 0 || plan->gid_map_count > 0 ||
+	    plan->unshare_user || plan->unshare_pid || plan->unshare_net || plan->unshare_ipc ||
+	    plan->unshare_uts || plan->unshare_cgroup)
+		return err_msg(err, "--join takes only --cwd, --env, --uid, --gid, --tty, --tty-size, "
+			       "--stdin, --attach-socket, --log-fd and --status-fd");
+	return 0;
+}
+
+static int validate_terminal(struct spawn_plan *plan, struct hutch_error *err)
+{
+	if (plan->tty && plan->log_fd < 0)
+		return err_msg(err, "--tty needs --log-fd: the pty's output goes there");
+	if (plan->tty_rows != 0 && !plan->tty)
+		return err_msg(err, "--tty-size needs --tty");
+	if (plan->stdin_pipe && plan->attach_socket == NULL)
+		return err_msg(err, "--stdin needs --attach-socket: its frames feed the pipe");
+	if (plan->attach_socket != NULL && !plan->stdin_pipe && !plan->tty)
+		return err_msg(err, "--attach-socket needs --stdin or --tty");
+	if (plan->tty && plan->tty_rows == 0) {
+		plan->tty_rows = 24;
+		plan->tty_cols = 80;
+	}
+	return 0;
+}
 
 /* Cross-option checks that the table entries cannot make one at a time. */
 static int validate_plan(struct spawn_plan *plan, struct hutch_error *err)
 {
 	if (plan->argv == NULL || plan->argv[0] == NULL)
 		return err_msg(err, "missing PROGRAM after `--`");
+	if (plan->log_fd >= 0 && plan->log_fd == plan->status_fd)
+		return err_msg(err, "--log-fd and --status-fd must differ");
+	if (validate_terminal(plan, err) < 0)
+		return -1;
+	if (plan->cwd == NULL)
+		plan->cwd = "/";
+	if (plan->join_pid != 0)
+		return validate_join(plan, err);
+
 	if (plan->rootfs == NULL)
 		return err_msg(err, "missing --rootfs");
 	if ((plan->upper == NULL) != (plan->work == NULL))
@@ -236,8 +440,13 @@ static int validate_plan(struct spawn_plan *plan, struct hutch_error *err)
 		return err_msg(err, "--overlay-upper needs at least one --overlay-lower");
 	if (plan->hostname != NULL && !plan->unshare_uts)
 		return err_msg(err, "--hostname needs --unshare-uts");
-	if (plan->log_fd >= 0 && plan->log_fd == plan->status_fd)
-		return err_msg(err, "--log-fd and --status-fd must differ");
+	for (size_t i = 0; i < plan->volume_count; i++) {
+		const struct volume *vol = &plan->volumes[i];
+
+		if (vol->kind == VOLUME_TMPFS && vol->size > TMPFS_USER_MAX_SIZE && plan->real_uid != 0)
+			return err_msg(err, "invalid --tmpfs `%s`: more than 1 GiB needs real root",
+				       vol->dest);
+	}
 
 	/* Without privilege in the caller's namespace, only a user namespace gives the mounts. */
 	if (plan->real_uid != 0)
@@ -247,8 +456,6 @@ static int validate_plan(struct spawn_plan *plan, struct hutch_error *err)
 	/* The kernel lets an unprivileged caller write gid_map only after setgroups "deny". */
 	plan->setgroups_denied = plan->unshare_user && plan->real_uid != 0 &&
 				 plan->gid_map_count == 0;
-	if (plan->cwd == NULL)
-		plan->cwd = "/";
 	return 0;
 }
 
@@ -278,12 +485,33 @@ static int make_pipes(const struct spawn_plan *plan, struct spawn_pipes *pipes,
 {
 	if (make_pipe(pipes->sync, O_CLOEXEC, err) < 0 || make_pipe(pipes->error, O_CLOEXEC, err) < 0)
 		return -1;
+	if (plan->join_pid != 0 && make_pipe(pipes->joined_pid, O_CLOEXEC, err) < 0)
+		return -1;
+	if (plan->tty) {
+		if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pipes->tty) < 0)
+			return err_sys(err, errno, "socketpair", NULL);
+		return 0;
+	}
+	/* Only the child's ends lose CLOEXEC, when it dup2()s them onto 0, 1 and 2. */
+	if (plan->stdin_pipe && make_pipe(pipes->in, O_CLOEXEC, err) < 0)
+		return -1;
 	if (plan->log_fd < 0)
 		return 0;
-	/* Only the child's ends lose CLOEXEC, when it dup2()s them onto 1 and 2. */
 	if (make_pipe(pipes->out, O_CLOEXEC, err) < 0 || make_pipe(pipes->err, O_CLOEXEC, err) < 0)
 		return -1;
 	return 0;
+}
+
+/* Close the ends that belong to the container process, once it has its copies. */
+static void close_child_ends(struct spawn_pipes *pipes)
+{
+	close_fd(&pipes->sync[0]);
+	close_fd(&pipes->error[1]);
+	close_fd(&pipes->out[1]);
+	close_fd(&pipes->err[1]);
+	close_fd(&pipes->in[0]);
+	close_fd(&pipes->tty[1]);
+	close_fd(&pipes->joined_pid[1]);
 }
 
 /* Kill and reap the child after a setup failure in the parent. */
@@ -307,7 +535,8 @@ static int wait_for_exec(struct spawn_pipes *pipes, pid_t child)
 	close_fd(&pipes->error[0]);
 	if (n == 0)
 		return 0;
-	while (waitpid(child, NULL, 0) < 0 && errno == EINTR)
+	/* CHILD is -1 when the process that failed was already reaped. */
+	while (child > 0 && waitpid(child, NULL, 0) < 0 && errno == EINTR)
 		;
 	if (n != (ssize_t)sizeof(child_err)) {
 		struct hutch_error err = { 0 };
@@ -323,14 +552,119 @@ static int wait_for_exec(struct spawn_pipes *pipes, pid_t child)
 	return child_err.exit_code;
 }
 
+/* Clone the container's first process, write its id maps and release it. */
+static pid_t start_container(const struct spawn_plan *plan, struct spawn_pipes *pipes,
+			     struct hutch_error *err)
+{
+	pid_t child = spawn_clone(plan, pipes, err);
+
+	if (child < 0)
+		return -1;
+	close_child_ends(pipes);
+	if (plan->unshare_user && write_id_maps(plan, child, err) < 0) {
+		abort_child(child);
+		return -1;
+	}
+	if (write_all(pipes->sync[1], "1", 1) < 0) {
+		err_sys(err, errno, "write", "sync pipe");
+		abort_child(child);
+		return -1;
+	}
+	close_fd(&pipes->sync[1]);
+	return child;
+}
+
+/*
+ * Start the process that joins the container PLAN->join_pid. Returns its
+ * pid, 0 when the joining process failed and reported why on the error
+ * pipe, or -1 with ERR set.
+ */
+static pid_t start_joined(struct spawn_plan *plan, struct spawn_pipes *pipes,
+			  struct join_target *target, struct hutch_error *err)
+{
+	char text[16] = "";
+	uint64_t value;
+	pid_t joining = spawn_join(plan, target, pipes, err);
+	ssize_t n;
+
+	if (joining < 0)
+		return -1;
+	close_child_ends(pipes);
+	n = read_retry(pipes->joined_pid[0], text, sizeof(text) - 1);
+	close_fd(&pipes->joined_pid[0]);
+	while (waitpid(joining, NULL, 0) < 0 && errno == EINTR)
+		;
+	if (n <= 0 || parse_u64(text, INT32_MAX, &value) < 0)
+		return 0;
+	if (write_all(pipes->sync[1], "1", 1) < 0) {
+		err_sys(err, errno, "write", "sync pipe");
+		abort_child((pid_t)value);
+		return -1;
+	}
+	close_fd(&pipes->sync[1]);
+	return (pid_t)value;
+}
+
+/* Start the process, wait for its exec and become its monitor; returns the exit code. */
+static int start_and_monitor(struct spawn_plan *plan, struct spawn_pipes *pipes,
+			     struct join_target *target, struct hutch_error *err)
+{
+	int code;
+	pid_t child;
+
+	if (make_pipes(plan, pipes, err) < 0)
+		return EXIT_SETUP;
+	child = plan->join_pid != 0 ? start_joined(plan, pipes, target, err)
+				    : start_container(plan, pipes, err);
+	if (child < 0)
+		return EXIT_SETUP;
+	code = wait_for_exec(pipes, child > 0 ? child : -1);
+	if (code != 0)
+		return code;
+	if (child == 0) {
+		err_msg(err, "join: the joining process ended without a message");
+		return EXIT_SETUP;
+	}
+	if (plan->tty) {
+		pipes->master = receive_fd(pipes->tty[0], err);
+		close_fd(&pipes->tty[0]);
+		if (pipes->master < 0) {
+			abort_child(child);
+			return EXIT_SETUP;
+		}
+	}
+	prctl(PR_SET_NAME, "hutch-monitor", 0, 0, 0);
+	return run_monitor(plan, pipes, child);
+}
+
+static int run(struct spawn_plan *plan, struct spawn_pipes *pipes, struct hutch_error *err)
+{
+	struct join_target target = { .count = 0 };
+	int code;
+
+	if (plan->join_pid != 0 && open_join_target(plan, &target, err) < 0)
+		return EXIT_SETUP;
+	if (plan->attach_socket == NULL)
+		return start_and_monitor(plan, pipes, &target, err);
+	/* Made before the process starts, so it exists by the time `pid` is reported. */
+	pipes->attach = create_attach_socket(plan->attach_socket, err);
+	if (pipes->attach < 0)
+		return EXIT_SETUP;
+	code = start_and_monitor(plan, pipes, &target, err);
+	unlink(plan->attach_socket);
+	return code;
+}
+
 int main(int argc, char **argv)
 {
 	struct spawn_plan plan = { .log_fd = -1, .status_fd = -1 };
-	struct spawn_pipes pipes = { { -1, -1 }, { -1, -1 }, { -1, -1 }, { -1, -1 } };
+	struct spawn_pipes pipes = {
+		{ -1, -1 }, { -1, -1 }, { -1, -1 }, { -1, -1 }, { -1, -1 }, { -1, -1 }, { -1, -1 },
+		-1,         -1,
+	};
 	struct hutch_error err = { 0 };
 	sigset_t blocked;
 	int program_index, code;
-	pid_t child;
 
 	if (argc == 2 && strcmp(argv[1], "--list-options") == 0) {
 		print_option_names(spawn_options, SPAWN_OPTION_COUNT);
@@ -355,33 +689,10 @@ int main(int argc, char **argv)
 		err_sys(&err, errno, "sigprocmask", NULL);
 		goto fail;
 	}
-	if (make_pipes(&plan, &pipes, &err) < 0)
-		goto fail;
-
-	child = spawn_clone(&plan, &pipes, &err);
-	if (child < 0)
-		goto fail;
-	close_fd(&pipes.sync[0]);
-	close_fd(&pipes.error[1]);
-	close_fd(&pipes.out[1]);
-	close_fd(&pipes.err[1]);
-
-	if (plan.unshare_user && write_id_maps(&plan, child, &err) < 0) {
-		abort_child(child);
-		goto fail;
-	}
-	if (write_all(pipes.sync[1], "1", 1) < 0) {
-		err_sys(&err, errno, "write", "sync pipe");
-		abort_child(child);
-		goto fail;
-	}
-	close_fd(&pipes.sync[1]);
-
-	code = wait_for_exec(&pipes, child);
-	if (code != 0)
-		return code;
-	prctl(PR_SET_NAME, "hutch-monitor", 0, 0, 0);
-	return run_monitor(&plan, &pipes, child);
+	code = run(&plan, &pipes, &err);
+	if (err.msg[0] != '\0')
+		err_print(&err);
+	return code;
 
 fail:
 	err_print(&err);

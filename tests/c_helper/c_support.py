@@ -222,7 +222,8 @@ class Session:
         options = ["--log-fd", str(log_write), "--status-fd", str(status_write)]
         if socket_path is not None:
             options += ["--attach-socket", str(socket_path)]
-        separator = argv.index("--")
+        # Before the last "--", so that a hutch-cgroup in front keeps its own "--".
+        separator = len(argv) - 1 - argv[::-1].index("--")
         argv = [*argv[:separator], *options, *argv[separator:]]
         if user is not None:
             argv = user.command(argv)

@@ -8,7 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import CGROUP_ROOT, NAMESPACES, Session, cgroup_bin, spawn_bin
+from c_support import (CGROUP_ROOT, NAMESPACES, Session, cgroup_bin, chown_tree,
+                      make_busybox_tree, spawn_bin)
+from support import User
 
 DEFAULT_CAPS = 0x800405FB
 CONTAINER_SCRIPT = "echo written-inside > /tmp/marker; echo ready; exec sleep 300"
@@ -17,8 +19,10 @@ CONTAINER_SCRIPT = "echo written-inside > /tmp/marker; echo ready; exec sleep 30
 class Container:
     """A running container whose first process waits; killed with its monitor afterwards."""
 
-    def __init__(self, rootfs: Path, user=None, wrapper: list[str] = ()) -> None:
-        argv = [*wrapper, str(spawn_bin()), "--rootfs", str(rootfs), *NAMESPACES,
+    def __init__(self, rootfs: Path, user=None, cgroup_args: list[str] = ()) -> None:
+        # hutch-cgroup takes hutch-spawn's arguments after its own "--".
+        spawn = [str(cgroup_bin()), *cgroup_args, "--"] if cgroup_args else [str(spawn_bin())]
+        argv = [*spawn, "--rootfs", str(rootfs), *NAMESPACES,
                 "--unshare-cgroup", "--hostname", "joined-box",
                 "--", "/bin/sh", "-c", CONTAINER_SCRIPT]
         self.session = Session(argv, None, user)
@@ -29,8 +33,8 @@ class Container:
         self.session.close()
 
 
-def join(pid: int, program: list[str], user=None, options=(), wrapper=()):
-    argv = [*wrapper, str(spawn_bin()), "--join", str(pid), *options, "--", *program]
+def join(pid: int, program: list[str], user=None, options=()):
+    argv = [str(spawn_bin()), "--join", str(pid), *options, "--", *program]
     if user is not None:
         argv = user.command(argv)
     return subprocess.run(argv, capture_output=True, text=True, timeout=60,
@@ -112,12 +116,29 @@ def test_join_with_tty(container):
         session.close()
 
 
-def test_join_other_users_container_rejected(unprivileged_user, shared_tmp, request):
-    from conftest import User, chown_tree, make_busybox_tree
+def test_join_with_stdin_attach(container):
+    box, user = container
+    socket_path = Path(f"/tmp/hutch-join-{box.pid}.sock")
+    argv = [str(spawn_bin()), "--join", str(box.pid), "--stdin", "--", "/bin/sh", "-c",
+            "cat > /tmp/from-attach; cat /tmp/from-attach"]
+    session = Session(argv, socket_path, user)
+    try:
+        client = session.connect()
+        client.sendall(Session.frame(b"d", b"through the socket\n") + Session.frame(b"c"))
+        assert session.wait() == 0
+        assert session.log.output() == b"through the socket\n"
+        assert not socket_path.exists()
+    finally:
+        session.close()
+        socket_path.unlink(missing_ok=True)
+    marker = join(box.pid, ["cat", "/tmp/from-attach"], user)
+    assert marker.stdout == "through the socket\n"
 
+
+def test_join_other_users_container_rejected(unprivileged_user, second_user, shared_tmp):
     rootfs = make_busybox_tree(shared_tmp / "rootfs")
     chown_tree(shared_tmp, unprivileged_user.uid, unprivileged_user.gid)
-    other = User(request.getfixturevalue("second_user"))
+    other = User(second_user)
     box = Container(rootfs, unprivileged_user)
     try:
         result = join(box.pid, ["true"], other)
@@ -159,6 +180,7 @@ def test_join_gone_process_rejected():
         (["--join", "12", "--unshare-pid"], "--join takes only"),
         (["--join", "12", "--init"], "--join takes only"),
         (["--join", "12", "--bind", "/a:/b"], "--join takes only"),
+        (["--join", "12", "--join", "13"], "option `--join` given twice"),
     ],
 )
 def test_bad_join_options_rejected(options, message):
@@ -178,23 +200,39 @@ def own_cgroup(pid: int | str, hierarchy: str) -> str:
     raise AssertionError(f"no {hierarchy} line in {text!r}")
 
 
+def ns_pids(pid: str) -> list[str]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return re.search(r"^NSpid:\s+(.*)$", status, re.M).group(1).split()
+
+
 def test_cgroup_join_enters_container_cgroup(root_runner, busybox_tree, cgroup_ids):
     if not (CGROUP_ROOT / "pids").is_dir():
         pytest.skip("needs the v1 pids hierarchy")
     cgroup_id = cgroup_ids()
-    box = Container(busybox_tree, wrapper=[str(cgroup_bin()), "--id", cgroup_id, "--pids", "64"])
+    procs_file = CGROUP_ROOT / "pids" / "hutch" / "0" / cgroup_id / "cgroup.procs"
+    box = Container(busybox_tree, cgroup_args=["--id", cgroup_id, "--pids", "64"])
     try:
-        expected = f"/hutch/0/{cgroup_id}"
-        assert own_cgroup(box.pid, "pids") == expected
-        # The joined process prints its pid as the host sees it, through /proc/self.
-        script = "cat /proc/self/cgroup >/dev/null; sleep 2 & echo $!; wait"
+        assert own_cgroup(box.pid, "pids") == f"/hutch/0/{cgroup_id}"
+        # hutch-cgroup moved itself in before it became the monitor, so both are there.
+        before = set(procs_file.read_text().split())
+        assert str(box.pid) in before
         argv = [str(cgroup_bin()), "--join", cgroup_id, "--", "--join", str(box.pid),
-                "--", "/bin/sh", "-c", script]
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
-        proc.stdout.readline()
-        procs = (CGROUP_ROOT / "pids" / "hutch" / "0" / cgroup_id / "cgroup.procs").read_text()
-        assert len(procs.split()) >= 3, procs
-        assert proc.wait(30) == 0
+                "--", "/bin/sh", "-c", "grep :pids: /proc/self/cgroup; echo go; read x"]
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            # In the container's cgroup namespace, its own cgroup is the root.
+            assert proc.stdout.readline().endswith(":pids:/\n")
+            assert proc.stdout.readline() == "go\n"
+            joined = set(procs_file.read_text().split()) - before
+            # The new monitor and the shell; only the shell is in the container's pid namespace.
+            assert len(joined) == 2, joined
+            assert sorted(len(ns_pids(pid)) for pid in joined) == [1, 2]
+            proc.stdin.write("\n")
+            proc.stdin.close()
+            assert proc.wait(30) == 0
+        finally:
+            proc.kill()
+            proc.wait()
     finally:
         box.close()
 
