@@ -98,3 +98,45 @@ def test_rm_flag_after_kill(hutch: Hutch, image: str):
     hutch.out("kill", "doomed")
     assert process.wait(timeout=30) == 137
     assert "doomed" not in hutch.out("ps", "-a")
+
+
+def test_bind_mounts_rw_and_ro(hutch: Hutch, image: str, tmp_path: Path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "in").write_text("from-host\n")
+    output = hutch.out("run", "--rm", "-v", f"{shared}:/data", image, "sh", "-c", "cat /data/in; echo back > /data/out")
+    assert output == "from-host\n"
+    assert (shared / "out").read_text() == "back\n"
+    result = hutch.run("run", "--rm", "-v", f"{shared}:/data:ro", image, "touch", "/data/x")
+    assert result.returncode != 0
+    assert not (shared / "x").exists()
+
+
+def test_bind_source_must_exist(hutch: Hutch, image: str, tmp_path: Path):
+    result = hutch.run("run", "--rm", "-v", f"{tmp_path}/missing:/data", image, "true")
+    assert result.returncode == 125
+    assert b"does not exist" in result.stderr
+
+
+def test_tmpfs_mount(hutch: Hutch, image: str):
+    output = hutch.out("run", "--rm", "--read-only", "--tmpfs", "/scratch:size=1m", image, "sh", "-c", "touch /scratch/ok && grep /scratch /proc/mounts")
+    assert "tmpfs" in output
+    assert "size=1024k" in output
+
+
+def test_init_reaps_orphans(hutch: Hutch, image: str):
+    script = "sh -c 'sleep 0.2 &' ; sleep 1; cat /proc/1/comm; ps -o stat | grep -c Z || true"
+    output = hutch.out("run", "--rm", "--init", image, "sh", "-c", script).split()
+    assert output[0] == "hutch-init"
+    assert output[-1] == "0"
+
+
+def test_exec_joins_cgroup(hutch: Hutch, image: str):
+    container_id = hutch.out("run", "-d", "-m", "64m", image, "sleep", "100").strip()
+    procs = Path(f"/sys/fs/cgroup/memory/hutch/0/{container_id}/cgroup.procs")
+    before = set(procs.read_text().split())
+    hutch.out("exec", "-d", container_id, "sleep", "30")
+    time.sleep(0.5)
+    added = set(procs.read_text().split()) - before
+    commands = {Path(f"/proc/{pid}/comm").read_text().strip() for pid in added}
+    assert "sleep" in commands

@@ -82,3 +82,21 @@ def test_rootless_stop_and_inspect(user_hutch: Hutch, user_image: str):
     assert state["Status"] == "exited"
     assert state["ExitCode"] == 137
     assert state["OOMKilled"] is False
+
+
+def test_rootless_exec_and_stdin(user_hutch: Hutch, user_image: str):
+    container_id = user_hutch.out("run", "-d", "--hostname", "uex", user_image, "sleep", "100").strip()
+    assert user_hutch.out("exec", container_id, "hostname") == "uex\n"
+    result = user_hutch.run("exec", "-i", container_id, "tr", "a-z", "A-Z", input=b"quiet\n")
+    assert result.stdout == b"QUIET\n"
+    result = user_hutch.run("run", "--rm", "-i", user_image, "wc", "-c", input=b"12345")
+    assert result.stdout.strip() == b"5"
+
+
+def test_rootless_bind_mount(user_hutch: Hutch, user_image: str, unprivileged_user: User):
+    shared = unprivileged_user.home / "shared"
+    user_hutch.user.run(["mkdir", "-p", str(shared)], check=True)
+    output = user_hutch.out("run", "--rm", "-v", f"{shared}:/data", user_image, "sh", "-c", "echo hi > /data/f; cat /data/f")
+    assert output == "hi\n"
+    assert (shared / "f").read_text() == "hi\n"
+    assert (shared / "f").stat().st_uid == unprivileged_user.uid
