@@ -1,7 +1,8 @@
 #!/bin/sh
 # Install the Debian packages that hutch and its tests need (run as root).
 # hutch itself needs only python3, a C compiler and make; the rest are the
-# real peers and inputs of the tests: podman and skopeo (archive interop),
+# real peers and inputs of the tests: podman, skopeo and docker.io (archive
+# interop),
 # busybox-static (the test image), debootstrap (the benchmark image), uidmap
 # (newuidmap/newgidmap), attr, tmux and util-linux tools.
 set -eu
@@ -13,5 +14,5 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q --no-install-recommends \
     python3 python3-venv python3-dev gcc libc6-dev make \
-    podman skopeo runc busybox-static debootstrap uidmap attr tmux \
+    podman skopeo runc docker.io busybox-static debootstrap uidmap attr tmux \
     util-linux procps iproute2 ca-certificates >/dev/null
