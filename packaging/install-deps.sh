@@ -2,9 +2,8 @@
 # Install the Debian packages that hutch and its tests need (run as root).
 # hutch itself needs only python3, a C compiler and make; the rest are the
 # real peers and inputs of the tests: podman, skopeo and docker.io (archive
-# interop),
-# busybox-static (the test image), debootstrap (the benchmark image), uidmap
-# (newuidmap/newgidmap), attr, tmux and util-linux tools.
+# interop), busybox-static (the test image), debootstrap (the benchmark
+# image), uidmap (newuidmap/newgidmap), attr, tmux and util-linux tools.
 set -eu
 if [ "$(id -u)" -ne 0 ]; then
     echo "install-deps.sh: run as root (it calls apt-get)" >&2
