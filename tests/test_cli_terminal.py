@@ -161,3 +161,12 @@ def test_it_without_terminal_is_125(hutch: Hutch, image: str):
     result = hutch.run("run", "--rm", "-it", image, "true")
     assert result.returncode == 125
     assert b"TTY" in result.stderr
+
+
+def test_attach_feeds_stdin_and_follows(hutch: Hutch, image: str):
+    container_id = hutch.out("run", "-d", "-i", image, "sh", "-c", "echo started; tr a-z A-Z").strip()
+    time.sleep(0.5)
+    result = hutch.run("attach", container_id, input=b"late input\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"LATE INPUT\n"
+    assert hutch.out("logs", container_id) == "started\nLATE INPUT\n"

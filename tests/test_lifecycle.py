@@ -140,3 +140,16 @@ def test_exec_joins_cgroup(hutch: Hutch, image: str):
     added = set(procs.read_text().split()) - before
     commands = {Path(f"/proc/{pid}/comm").read_text().strip() for pid in added}
     assert "sleep" in commands
+
+
+def test_helper_killed_then_stop_works(hutch: Hutch, image: str):
+    container_id = hutch.out("run", "-d", image, "sh", "-c", "echo up; sleep 100").strip()
+    status = hutch.out("helper", "status")
+    helper_pid = int(next(line for line in status.splitlines() if "pid:" in line).split()[-1])
+    os.kill(helper_pid, signal.SIGKILL)
+    time.sleep(0.3)
+    assert container_id[:12] in hutch.out("ps")
+    assert hutch.out("logs", container_id) == "up\n"
+    hutch.out("stop", "-t", "1", container_id)
+    assert hutch.out("wait", container_id).strip() == "137"
+    assert "Exited (137)" in hutch.out("ps", "-a")

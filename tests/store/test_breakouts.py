@@ -133,6 +133,12 @@ def layer_cases(canary: Path) -> dict[str, tuple[bytes, str]]:
             make_tar([tar_entry("big", data=b"x" * 100_000)])[:50_000],
             "'big'",
         ),
+        # Files of 1 MiB or more are copied in ranges between holes, so a blob that
+        # ends early must not pass for a file with a hole at its end.
+        "truncated-large": (
+            make_tar([tar_entry("big", data=b"x" * (3 << 20))])[: 2 << 20],
+            "'big'",
+        ),
         "truncated-gzip": (
             gzip.compress(make_tar([tar_entry("big", data=NOISE)]))[:50_000],
             "truncated",

@@ -119,8 +119,8 @@ def gnu_tar(tree: Path, out: Path) -> Path:
     return out
 
 
-def listing(tar_path: Path) -> tuple[list[str], set[frozenset[str]]]:
-    """Return the normalised `tar --list --verbose` lines of TAR_PATH and its link groups."""
+def listing(tar_path: Path) -> tuple[dict[str, str], set[frozenset[str]]]:
+    """Return name -> normalised `tar --list --verbose` line of TAR_PATH, and link groups."""
     output = subprocess.run(
         ["tar", "--list", "--verbose", "--numeric-owner", "--full-time", "-f"]
         + [str(tar_path)],
@@ -149,7 +149,7 @@ def listing(tar_path: Path) -> tuple[list[str], set[frozenset[str]]]:
     for name, target in links.items():
         groups.setdefault(target, {target}).add(name)
         entries[name][2] = entries[target][2]  # a hard link member has no size
-    lines = sorted(" ".join(fields) for fields in entries.values())
+    lines = {name: " ".join(fields) for name, fields in entries.items()}
     return lines, {frozenset(group) for group in groups.values()}
 
 

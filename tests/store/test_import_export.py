@@ -97,11 +97,6 @@ def test_import_gzip_detected_by_bytes(store: Store, busybox_tar: Path) -> None:
     assert image.diff_ids == plain.diff_ids
 
 
-def test_import_zstd_rejected(store: Store) -> None:
-    with pytest.raises(HutchError, match="zstd"):
-        import_bytes(store, b"\x28\xb5\x2f\xfd" + b"\0" * 100)
-
-
 def test_import_changes(store: Store, busybox_tar: Path) -> None:
     changes = [
         'CMD ["/bin/sh"]',
