@@ -100,3 +100,18 @@ def test_rootless_bind_mount(user_hutch: Hutch, user_image: str, unprivileged_us
     assert output == "hi\n"
     assert (shared / "f").read_text() == "hi\n"
     assert (shared / "f").stat().st_uid == unprivileged_user.uid
+
+
+def test_rootless_caps_and_fds(user_hutch: Hutch, user_image: str):
+    status = user_hutch.out("run", "--rm", user_image, "cat", "/proc/self/status")
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    assert fields["CapBnd"] == "00000000800405fb"
+    assert fields["CapAmb"] == "0000000000000000"
+    assert fields["NoNewPrivs"] == "1"
+    listing = user_hutch.out("run", "--rm", user_image, "sh", "-c", "ls /proc/1/fd; true")
+    assert listing.split() == ["0", "1", "2"]
+
+
+def test_rootless_cannot_write_host_proc(user_hutch: Hutch, user_image: str):
+    script = "echo 1 > /proc/sys/kernel/ns_last_pid 2>/dev/null && echo written; mount -t tmpfs x /mnt 2>/dev/null && echo mounted; echo done"
+    assert user_hutch.out("run", "--rm", user_image, "sh", "-c", script) == "done\n"
