@@ -153,3 +153,13 @@ def test_helper_killed_then_stop_works(hutch: Hutch, image: str):
     hutch.out("stop", "-t", "1", container_id)
     assert hutch.out("wait", container_id).strip() == "137"
     assert "Exited (137)" in hutch.out("ps", "-a")
+
+
+def test_inspect_and_ps_templates(hutch: Hutch, image: str):
+    assert hutch.run("run", "--name", "tpl", image, "sh", "-c", "exit 6").returncode == 6
+    assert hutch.out("inspect", "-f", "{{.State.ExitCode}} {{.State.OOMKilled}}", "tpl") == "6 false\n"
+    assert hutch.out("inspect", "--format", "{{json .Config.Cmd}}", "tpl") == '["sh", "-c", "exit 6"]\n'
+    assert hutch.out("ps", "-a", "--format", "{{.Names}}\\t{{.State}}") == "tpl\texited\n"
+    result = hutch.run("inspect", "-f", "{{.Nope}}", "tpl")
+    assert result.returncode == 125
+    assert b"Nope" in result.stderr

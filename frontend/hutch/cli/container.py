@@ -63,7 +63,7 @@ def _command_text(container) -> str:
 @click.option("-a", "--all", "show_all", is_flag=True, help="Show all containers, not only running ones.")
 @click.option("-q", "--quiet", is_flag=True, help="Show only container ids.")
 @click.option("--no-trunc", is_flag=True, help="Show full ids.")
-@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", help="Output format.")
+@click.option("--format", "output_format", default="table", help="table, json, or a template such as '{{.Names}}'.")
 @click.pass_obj
 def ps(app: App, show_all: bool, quiet: bool, no_trunc: bool, output_format: str) -> None:
     """List containers."""
@@ -73,6 +73,18 @@ def ps(app: App, show_all: bool, quiet: bool, no_trunc: bool, output_format: str
     if quiet:
         for container in shown:
             app.out(container.id if no_trunc else container.id[:12])
+        return
+    if output_format not in ("table", "json"):
+        from hutch.cli.template import render
+
+        for c in shown:
+            row = {
+                "ID": c.id if no_trunc else c.id[:12], "Image": c.data["ImageName"],
+                "Command": _command_text(c), "CreatedAt": c.data["Created"],
+                "Status": _status_text(states[c.id]), "State": states[c.id].status,
+                "Names": c.name,
+            }  # fmt: skip
+            app.out(render(output_format, row))
         return
     if output_format == "json":
         app.out(to_json([
@@ -302,8 +314,9 @@ def _inspect_image(image) -> dict:
 @click.command("inspect")
 @click.argument("references", nargs=-1, required=True)
 @click.option("--type", "kind", type=click.Choice(["container", "image"]), help="Look only for this kind of object.")
+@click.option("-f", "--format", "template", help="Print each object through a template, e.g. '{{.State.ExitCode}}'.")
 @click.pass_obj
-def inspect(app: App, references: tuple[str, ...], kind: str | None) -> None:
+def inspect(app: App, references: tuple[str, ...], kind: str | None, template: str | None) -> None:
     """Show containers or images as JSON."""
     results = []
     for reference in references:
@@ -320,6 +333,12 @@ def inspect(app: App, references: tuple[str, ...], kind: str | None) -> None:
             except HutchError:
                 raise HutchError(f"no such object: {reference}") from None
         results.append(found)
+    if template is not None:
+        from hutch.cli.template import render
+
+        for found in results:
+            app.out(render(template, found))
+        return
     app.out(to_json(results))
 
 
