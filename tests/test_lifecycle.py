@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -163,3 +164,20 @@ def test_inspect_and_ps_templates(hutch: Hutch, image: str):
     result = hutch.run("inspect", "-f", "{{.Nope}}", "tpl")
     assert result.returncode == 125
     assert b"Nope" in result.stderr
+
+
+def test_killed_monitor_is_explained(hutch: Hutch, image: str):
+    container_id = hutch.out("run", "-d", image, "sleep", "100").strip()
+    state = json.loads(hutch.out("inspect", container_id))[0]["State"]
+    monitor = int(Path(f"/proc/{state['Pid']}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    os.kill(monitor, signal.SIGKILL)
+    assert hutch.out("wait", container_id).strip() == "137"
+    state = json.loads(hutch.out("inspect", container_id))[0]["State"]
+    assert "without reporting" in state["Error"]
+
+
+def test_negative_stop_timeout_is_125(hutch: Hutch, image: str):
+    container_id = hutch.out("run", "-d", image, "sleep", "100").strip()
+    result = hutch.run("stop", "-t", "-5", container_id)
+    assert result.returncode == 125
+    assert "Up" in hutch.out("ps")

@@ -115,3 +115,11 @@ def test_rootless_caps_and_fds(user_hutch: Hutch, user_image: str):
 def test_rootless_cannot_write_host_proc(user_hutch: Hutch, user_image: str):
     script = "echo 1 > /proc/sys/kernel/ns_last_pid 2>/dev/null && echo written; mount -t tmpfs x /mnt 2>/dev/null && echo mounted; echo done"
     assert user_hutch.out("run", "--rm", user_image, "sh", "-c", script) == "done\n"
+
+
+def test_rootless_unmapped_user_is_one_line(user_hutch: Hutch, user_image: str):
+    result = user_hutch.run("run", "--rm", "-u", "1000", user_image, "id")
+    assert result.returncode == 125
+    message = result.stderr.decode()
+    assert message.count("\n") == 1
+    assert "mapped" in message

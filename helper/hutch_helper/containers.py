@@ -381,8 +381,10 @@ class Manager:
             record.exit_code = 128 + status["signal"]
         elif monitor_code is not None:
             record.exit_code = monitor_code if monitor_code >= 0 else 128 - monitor_code
+            record.error = f"hutch-spawn ended with {monitor_code} without reporting an exit status"
         else:
-            record.exit_code = 137  # the monitor vanished without a word
+            record.exit_code = 137
+            record.error = "hutch-spawn ended without reporting an exit status (was it killed?)"
         if record.uses_cgroup:
             record.oom_killed = self.query_cgroup(record.id).get("oom_kill", 0) > 0
             self._remove_cgroup(record.id)

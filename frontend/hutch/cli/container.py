@@ -205,7 +205,7 @@ def logs(app: App, container: str, follow: bool, timestamps: bool, tail: str, si
 
 @click.command("stop")
 @click.argument("containers", nargs=-1, required=True)
-@click.option("-t", "--time", "seconds", type=int, default=10, show_default=True, help="Seconds to wait before SIGKILL.")
+@click.option("-t", "--time", "seconds", type=click.IntRange(min=0), default=10, show_default=True, help="Seconds to wait before SIGKILL.")
 @click.pass_obj
 def stop(app: App, containers: tuple[str, ...], seconds: int) -> None:
     """Stop running containers: the stop signal, then SIGKILL after a timeout."""

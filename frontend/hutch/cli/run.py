@@ -312,7 +312,7 @@ def start_command(app: App, containers: tuple[str, ...], attach: bool) -> int:
 
 @click.command("restart")
 @click.argument("containers", nargs=-1, required=True)
-@click.option("-t", "--time", "seconds", type=int, default=10, show_default=True, help="Seconds to wait before SIGKILL.")
+@click.option("-t", "--time", "seconds", type=click.IntRange(min=0), default=10, show_default=True, help="Seconds to wait before SIGKILL.")
 @click.pass_obj
 def restart(app: App, containers: tuple[str, ...], seconds: int) -> None:
     """Stop containers (if running) and start them again."""
