@@ -375,3 +375,46 @@ def test_load_skopeo_oci_archive(tmp_path: Path, store: Store, busybox_image) ->
     loaded = other.image("localhost/sk:2")
     assert loaded.diff_ids == busybox_image.diff_ids
     assert (loaded.layer_dirs[0] / "etc" / "passwd").read_text().startswith("root:")
+
+
+def test_load_file_with_stored_layer(
+    tmp_path: Path, store: Store, busybox_image
+) -> None:
+    """A second load from a file hashes the stored layer's member and copies nothing."""
+    archive = tmp_path / "saved.tar"
+    archive.write_bytes(save_bytes(store, ["localhost/bb:1"]))
+    other = Store.open(tmp_path / "other")
+    with open(archive, "rb") as source:
+        assert other.load(source) == ["Loaded image: localhost/bb:1"]
+    layer_dir = other.image("localhost/bb:1").layer_dirs[0]
+    inode = os.stat(layer_dir / "bin" / "busybox").st_ino
+
+    other.tag("localhost/bb:1", "localhost/kept:1")
+    other.remove_image("localhost/bb:1", in_use=set())
+    with open(archive, "rb") as source:
+        assert other.load(source) == ["Loaded image: localhost/bb:1"]
+
+    image = other.image("localhost/bb:1")
+    assert image.layer_dirs[0] == layer_dir
+    assert os.stat(layer_dir / "bin" / "busybox").st_ino == inode
+    assert image.diff_ids == busybox_image.diff_ids
+    assert sorted(image.repo_tags) == ["localhost/bb:1", "localhost/kept:1"]
+
+
+def test_load_file_corrupt_stored_layer_digest(
+    tmp_path: Path, store: Store, busybox_image
+) -> None:
+    """A changed layer member does not match the stored layer, and is rejected."""
+    data = bytearray(save_bytes(store, ["localhost/bb:1"]))
+    diff_id = busybox_image.diff_ids[0].removeprefix("sha256:")
+    with tarfile.open(fileobj=io.BytesIO(bytes(data))) as tar:
+        offset = tar.getmember(f"{diff_id}/layer.tar").offset_data
+    data[offset + 600_000] ^= 0x01
+    archive = tmp_path / "saved.tar"
+    archive.write_bytes(bytes(data))
+    with open(archive, "rb") as source:
+        with pytest.raises(HutchError, match="the archive is corrupt"):
+            store.load(source)
+    # The stored layer is untouched.
+    blob = store.layout.blob(diff_id)
+    assert hashlib.sha256(blob.read_bytes()).hexdigest() == diff_id

@@ -8,6 +8,7 @@ members, and which name of a hard-link pair carries the data.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import random
@@ -62,6 +63,7 @@ def build_tree(root: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content)
         path.chmod(0o644)
+
     (root / "suid").chmod(0o4755)
     (root / "sgid").chmod(0o2711)
     (root / "dir").chmod(0o750)
@@ -69,6 +71,7 @@ def build_tree(root: Path) -> None:
     (root / "sticky").chmod(0o1777)
     (root / "setgid-dir").mkdir()
     (root / "setgid-dir").chmod(0o2775)
+
     os.link(root / "hard1", root / "hard2")
     os.setxattr(root / "xattr", "user.note", b"kept")
     with open(root / "sparse", "wb") as sparse:
@@ -76,10 +79,12 @@ def build_tree(root: Path) -> None:
         for offset in (0, SPARSE_SIZE // 2, SPARSE_SIZE - 4096):
             sparse.seek(offset)
             sparse.write(b"d" * 4096)
+
     os.symlink("small", root / "relative")
     os.symlink("/etc/passwd", root / "absolute")
     os.symlink("no/such/file", root / "dangling")
     os.mkfifo(root / "fifo", 0o640)
+
     if ROOT:
         os.mknod(root / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
         os.mknod(root / "loop", stat.S_IFBLK | 0o660, os.makedev(7, 0))
@@ -87,6 +92,7 @@ def build_tree(root: Path) -> None:
         os.chown(root / "high-ids", 70000, 70001)
         (root / "capability").write_bytes(b"\x7fELF")
         os.setxattr(root / "capability", "security.capability", CAP_NET_BIND_SERVICE)
+
     _set_mtimes(root)
 
 
@@ -131,20 +137,20 @@ def listing(tar_path: Path) -> tuple[dict[str, str], set[frozenset[str]]]:
     links: dict[str, str] = {}
     for line in output.splitlines():
         mode, owner, size, day, time, rest = line.split(maxsplit=5)
-        shown = _normalise(rest)
+        display = _normalise(rest)
         if mode.startswith("h"):
             name, _, target = rest.partition(" link to ")
-            shown = _normalise(name)
-            links[shown] = _normalise(target)
+            display = _normalise(name)
+            links[display] = _normalise(target)
             mode = "-" + mode[1:]
         elif mode.startswith("l"):
             name, _, target = rest.partition(" -> ")
-            shown = f"{_normalise(name)} -> {target}"
-        if not shown:
+            display = f"{_normalise(name)} -> {target}"
+        if not display:
             continue
         if not ROOT:
             owner = "0/0"  # without root, owners are flattened to the user, shown as 0
-        entries[shown.partition(" -> ")[0]] = [mode, owner, size, day, time, shown]
+        entries[display.partition(" -> ")[0]] = [mode, owner, size, day, time, display]
     groups: dict[str, set[str]] = {}
     for name, target in links.items():
         groups.setdefault(target, {target}).add(name)
@@ -318,3 +324,43 @@ def _import_gnu_sparse(store: Store, size: int):
         assert tar.getmember("holes").issparse()
     with open(tar_path, "rb") as source:
         return store.import_tar(source, ref="sparse", changes=[])
+
+
+def test_directory_cache_eviction(store: Store, monkeypatch) -> None:
+    """Hard links and deep files stay right when directory fds leave the cache."""
+    monkeypatch.setattr("hutch.store.extract.MAX_CACHED_DIRECTORIES", 3)
+    entries = []
+    for number in range(12):
+        entries.append(tar_entry(f"d{number}/", tarfile.DIRTYPE, mode=0o750))
+        entries.append(tar_entry(f"d{number}/x/y/file", data=b"%d\n" % number))
+    for number in range(12):
+        # Each link's target lies in a directory opened long before.
+        entries.append(
+            tar_entry(
+                f"d{11 - number}/x/link{number}",
+                tarfile.LNKTYPE,
+                linkname=f"d{number}/x/y/file",
+            )
+        )
+    image = store.import_tar(io.BytesIO(make_tar(entries)), ref="many", changes=[])
+    root = image.layer_dirs[0]
+    for number in range(12):
+        target = root / f"d{number}" / "x" / "y" / "file"
+        link = root / f"d{11 - number}" / "x" / f"link{number}"
+        assert target.read_bytes() == b"%d\n" % number
+        assert os.lstat(link).st_ino == os.lstat(target).st_ino
+        assert stat.S_IMODE(os.lstat(root / f"d{number}").st_mode) == 0o750
+
+
+def test_copy_without_copy_file_range(store: Store, monkeypatch) -> None:
+    """Extraction falls back to pread and pwrite where copy_file_range fails."""
+
+    def unsupported(*args, **kwargs):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "copy_file_range", unsupported)
+    data = random.Random(3).randbytes((3 << 20) + 5)
+    tar = make_tar([tar_entry("big", data=data), tar_entry("small", data=b"x")])
+    image = store.import_tar(io.BytesIO(tar), ref="fallback", changes=[])
+    assert (image.layer_dirs[0] / "big").read_bytes() == data
+    assert (image.layer_dirs[0] / "small").read_bytes() == b"x"

@@ -11,17 +11,17 @@ are parsed and every digest is checked.
 
 from __future__ import annotations
 
-import io
 import json
+import os
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from hutch.errors import HutchError
 from hutch.store import refs
-from hutch.store.blobs import read_capped, write_blob
+from hutch.store.blobs import hash_file_range, read_capped, write_blob
 from hutch.store.config import INDEX_MEDIA_TYPE, canonical_json, host_architecture
 from hutch.store.extract import iterate_members, open_tar_stream
 from hutch.store.layout import (
@@ -31,6 +31,7 @@ from hutch.store.layout import (
     member_components,
     split_digest,
 )
+from hutch.store.tario import ForwardReader, OutputError, RangeReader, TarOutput
 
 DOCKER_ARCHIVE = "docker-archive"
 OCI_ARCHIVE = "oci-archive"
@@ -61,9 +62,7 @@ class SavedImage:
 
 class _ArchiveWriter:
     def __init__(self, out: BinaryIO, mtime: int) -> None:
-        self.tar = tarfile.open(
-            fileobj=out, mode="w|", format=tarfile.GNU_FORMAT, bufsize=CHUNK_SIZE
-        )
+        self.tar = TarOutput(out, tar_format=tarfile.GNU_FORMAT)
         self.mtime = mtime
 
     def _member(self, name: str, kind: bytes, mode: int) -> tarfile.TarInfo:
@@ -76,19 +75,19 @@ class _ArchiveWriter:
         return member
 
     def directory(self, name: str) -> None:
-        self.tar.addfile(self._member(name + "/", tarfile.DIRTYPE, 0o755))
+        self.tar.add(self._member(name + "/", tarfile.DIRTYPE, 0o755))
 
     def data(self, name: str, data: bytes) -> None:
-        member = self._member(name, tarfile.REGTYPE, 0o644)
-        member.size = len(data)
-        self.tar.addfile(member, io.BytesIO(data))
+        self.tar.add_bytes(self._member(name, tarfile.REGTYPE, 0o644), data)
 
     def file(self, name: str, path: Path) -> None:
-        with open(path, "rb", buffering=CHUNK_SIZE) as source:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
             member = self._member(name, tarfile.REGTYPE, 0o644)
-            member.size = source.seek(0, 2)
-            source.seek(0)
-            self.tar.addfile(member, source)
+            member.size = os.fstat(fd).st_size
+            self.tar.add_data(member, fd)
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         self.tar.close()
@@ -102,15 +101,18 @@ def write_archive(images: list[SavedImage], out: BinaryIO, fmt: str) -> None:
         )
     writer = _ArchiveWriter(out, max((image.mtime for image in images), default=0))
     entries = _docker_entries(images) if fmt == DOCKER_ARCHIVE else _oci_entries(images)
-    for name in sorted(entries, key=lambda item: item.rstrip("/")):
-        content = entries[name]
-        if content is None:
-            writer.directory(name.rstrip("/"))
-        elif isinstance(content, Path):
-            writer.file(name, content)
-        else:
-            writer.data(name, content)
-    writer.close()
+    try:
+        for name in sorted(entries, key=lambda item: item.rstrip("/")):
+            content = entries[name]
+            if content is None:
+                writer.directory(name.rstrip("/"))
+            elif isinstance(content, Path):
+                writer.file(name, content)
+            else:
+                writer.data(name, content)
+        writer.close()
+    except OutputError as error:
+        raise cast(OSError, error.__cause__) from None
 
 
 def _docker_entries(images: list[SavedImage]) -> dict[str, bytes | Path | None]:
@@ -210,14 +212,29 @@ class ImageSpec:
 class ArchiveReader:
     """Read a save/load archive from a stream into scratch files."""
 
-    def __init__(self, scratch: Path, limits: Limits) -> None:
+    def __init__(
+        self,
+        scratch: Path,
+        limits: Limits,
+        stored_blob: Callable[[str], Path | None] = lambda hex_digest: None,
+    ) -> None:
         self.scratch = scratch
         self.limits = limits
+        # Return the path of a blob the store already has, or None.
+        self.stored_blob = stored_blob
+        self._file: tuple[int, int] | None = None  # (fd, offset of the tar)
         self.members: dict[str, ArchiveMember] = {}
         self.links: dict[str, str] = {}
 
-    def read(self, source: BinaryIO) -> None:
-        tar = open_tar_stream(source, self.limits)
+    def read(self, source: BinaryIO, file: tuple[int, int] | None = None) -> None:
+        """Read the archive SOURCE, an uncompressed tar.
+
+        FILE is (fd, offset of the tar) when SOURCE reads a regular file, which lets
+        members the store already has be hashed without being copied.
+        """
+        self._file = file
+        self._source = ForwardReader(source, None if file is None else file[1])
+        tar = open_tar_stream(cast(BinaryIO, self._source), self.limits, seekable=True)
         count = 0
         for member in iterate_members(tar, "the archive"):
             count += 1
@@ -229,7 +246,7 @@ class ArchiveReader:
             if member.isdir():
                 continue
             if member.isreg():
-                self._store_member(tar, member, name)
+                self._store_member(member, name)
             elif member.issym():
                 self.links[name] = self._link_target(member, name, relative=True)
             elif member.islnk():
@@ -267,12 +284,24 @@ class ArchiveReader:
             target = "/".join(stack)
         return self._normalize(target, member.name)
 
-    def _store_member(
-        self, tar: tarfile.TarFile, member: tarfile.TarInfo, name: str
-    ) -> None:
-        data = tar.extractfile(member)
-        file_name = f"member-{len(self.members)}"
+    def _store_member(self, member: tarfile.TarInfo, name: str) -> None:
+        if member.sparse is not None:
+            raise HutchError(
+                f"the archive member {member.name!r} is a sparse file, "
+                "which no docker-archive or oci-archive contains"
+            )
         subject = f"the archive member {member.name!r}"
+        if self._file is not None and member.size >= CHUNK_SIZE:
+            fd, base = self._file
+            digest = hash_file_range(fd, base + member.offset_data, member.size)
+            stored = self.stored_blob(digest) if digest else None
+            if stored is not None:
+                # The store's own copy is used, so no later change to the file matters.
+                self.members[name] = ArchiveMember(name, stored, digest, member.size)
+                return
+        self._source.seek(member.offset_data)
+        data = RangeReader(self._source, member.size)
+        file_name = f"member-{len(self.members)}"
         try:
             digest, size = write_blob(
                 cast(BinaryIO, data),

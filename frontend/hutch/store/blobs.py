@@ -14,6 +14,7 @@ import hashlib
 import lzma
 import os
 import shutil
+import stat
 import subprocess
 import threading
 import zlib
@@ -52,6 +53,15 @@ class PeekableReader:
             data, self._buffer = self._buffer[:size], self._buffer[size:]
             return data
         return self._source.read(size if size >= 0 else CHUNK_SIZE)
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:
+        readinto = getattr(self._source, "readinto", None)
+        if self._buffer or readinto is None:
+            data = self.read(len(buffer))
+            buffer[: len(data)] = data
+            return len(data)
+        count: int = readinto(buffer)
+        return count
 
     def readable(self) -> bool:
         return True
@@ -128,7 +138,11 @@ class HashingWriter:
 
 def detect_compression(source: PeekableReader) -> str:
     """Return "gzip", "xz", "bzip2", "zstd", or "" for bytes that match no known magic."""
-    head = source.peek(6)
+    return compression_of(source.peek(6))
+
+
+def compression_of(head: bytes) -> str:
+    """Return the compression whose magic HEAD, the first 6 bytes of a stream, starts with."""
     for name, magic in (
         ("gzip", GZIP_MAGIC),
         ("xz", XZ_MAGIC),
@@ -308,6 +322,36 @@ def _write_all(fd: int, data: memoryview) -> None:
         data = data[os.write(fd, data) :]
 
 
+def regular_file_position(source: BinaryIO) -> tuple[int, int] | None:
+    """Return (fd, offset of the next byte) when SOURCE reads a regular file, else None."""
+    try:
+        fd = source.fileno()
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return fd, source.tell()
+    except (OSError, AttributeError, ValueError):
+        return None
+
+
+def hash_file_range(fd: int, offset: int, size: int) -> str:
+    """Return the sha256 hex of SIZE bytes at OFFSET of FD, or "" when the file is shorter.
+
+    Nothing is written, so a caller can find out whether it already has the bytes
+    before copying them.
+    """
+    digest = hashlib.sha256()
+    buffer = bytearray(min(size, CHUNK_SIZE))
+    view = memoryview(buffer)
+    end = offset + size
+    while offset < end:
+        count = os.preadv(fd, [view[: min(len(view), end - offset)]], offset)
+        if not count:
+            return ""
+        digest.update(view[:count])
+        offset += count
+    return digest.hexdigest()
+
+
 def copy_range(
     source_fd: int, offset: int, target_fd: int, target_offset: int, count: int
 ) -> None:
@@ -315,7 +359,8 @@ def copy_range(
 
     The kernel copies the data (copy_file_range), and holes of the source stay
     holes for ranges of 1 MiB or more. Without copy_file_range support, the
-    data goes through pread and pwrite.
+    data goes through pread and pwrite. Finding holes moves SOURCE_FD's file
+    offset, so nothing else may read SOURCE_FD by its offset.
     """
     end = offset + count
     position = offset

@@ -106,7 +106,7 @@ def iterate_members(tar: tarfile.TarFile, subject: str) -> Iterator[tarfile.TarI
         if member is None:
             return
         # tarfile keeps every member it parsed, which grows with the entry count.
-        tar.members.clear()
+        tar.members.clear()  # type: ignore[attr-defined]
         yield member
 
 
@@ -302,8 +302,10 @@ class LayerExtractor:
     def _copy_file_data(self, fd: int, member: tarfile.TarInfo) -> None:
         """Copy MEMBER's data from the tar to FD, leaving the holes of a sparse member."""
         # A sparse member stores only its data blocks, one after the other, and its
-        # map says where each goes in the file of member.size bytes.
-        blocks = member.sparse if member.sparse is not None else [(0, member.size)]
+        # map gives where each goes in the file of member.size bytes.
+        # typeshed calls sparse bytes, but tarfile sets a list of (offset, length).
+        sparse = cast("list[tuple[int, int]] | None", member.sparse)
+        blocks = sparse if sparse is not None else [(0, member.size)]
         stored = sum(length for _, length in blocks)
         self._file_bytes += stored
         if self._file_bytes > self.limits.max_layer_bytes:
@@ -322,7 +324,7 @@ class LayerExtractor:
             except HutchError:
                 raise self._error(member.name, "is truncated") from None
             source += length
-        if member.sparse is not None or member.size >= CHUNK_SIZE:
+        if sparse is not None or member.size >= CHUNK_SIZE:
             os.ftruncate(fd, member.size)
 
     def _extract_symlink(
@@ -362,22 +364,31 @@ class LayerExtractor:
             )
         if target_parts == parts:
             return
-        target_parent = self._open_parent(target_parts, member.name, create=False)
-        info = os.stat(target_parts[-1], dir_fd=target_parent, follow_symlinks=False)
-        if (info.st_dev, info.st_ino) != self._inodes[target_key]:
-            raise self._error(
-                member.name,
-                f"is a hard link to {member.linkname!r}, which was replaced",
-            )
-        parent_fd = self._open_parent(parts, member.name)
-        self._remove_existing(parent_fd, parts, member.name)
-        os.link(
-            target_parts[-1],
-            parts[-1],
-            src_dir_fd=target_parent,
-            dst_dir_fd=parent_fd,
-            follow_symlinks=False,
+        # A duplicate, because opening the link's parent may push the target's parent
+        # out of the directory cache, which closes its fd.
+        target_parent = os.dup(
+            self._open_parent(target_parts, member.name, create=False)
         )
+        try:
+            info = os.stat(
+                target_parts[-1], dir_fd=target_parent, follow_symlinks=False
+            )
+            if (info.st_dev, info.st_ino) != self._inodes[target_key]:
+                raise self._error(
+                    member.name,
+                    f"is a hard link to {member.linkname!r}, which was replaced",
+                )
+            parent_fd = self._open_parent(parts, member.name)
+            self._remove_existing(parent_fd, parts, member.name)
+            os.link(
+                target_parts[-1],
+                parts[-1],
+                src_dir_fd=target_parent,
+                dst_dir_fd=parent_fd,
+                follow_symlinks=False,
+            )
+        finally:
+            os.close(target_parent)
         self._inodes["/".join(parts)] = self._inodes[target_key]
 
     def _extract_device(
@@ -593,13 +604,17 @@ def extract_layer(
     warned: set[str] | None = None,
 ) -> ExtractResult:
     """Extract the layer tar BLOB, a file of the store, into the empty DESTINATION."""
-    fd = os.open(blob, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        with open(fd, "rb", buffering=HEADER_BUFFER_SIZE, closefd=False) as headers:
-            tar = open_tar_stream(cast(BinaryIO, headers), limits, seekable=True)
-            return LayerExtractor(destination, limits, subject, warned).extract(tar, fd)
-    finally:
-        os.close(fd)
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    # Copying data moves the data fd's offset (lseek with SEEK_DATA), so the header
+    # reader needs an open file description of its own.
+    with open(os.open(blob, flags), "rb", buffering=HEADER_BUFFER_SIZE) as headers:
+        data_fd = os.open(blob, flags)
+        try:
+            tar = open_tar_stream(headers, limits, seekable=True)
+            extractor = LayerExtractor(destination, limits, subject, warned)
+            return extractor.extract(tar, data_fd)
+        finally:
+            os.close(data_fd)
 
 
 def _mtime_ns(member: tarfile.TarInfo) -> int:

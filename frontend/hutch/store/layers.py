@@ -25,25 +25,13 @@ from typing import BinaryIO, cast
 
 from hutch.errors import HutchError
 from hutch.store.extract import OPAQUE_MARKER, RESERVED_XATTR_PREFIXES, WHITEOUT_PREFIX
-from hutch.store.layout import CHUNK_SIZE
+from hutch.store.tario import OutputError, TarOutput
 
 OPAQUE_XATTRS = ("user.overlay.opaque", "trusted.overlay.opaque")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # Only these xattr namespaces are copied into tars, because security.selinux
 # labels and the like describe the host, not the image.
 _COPIED_XATTR_PREFIXES = ("user.", "security.capability")
-
-
-def open_tar_writer(out: BinaryIO) -> tarfile.TarFile:
-    """Open a PAX tar stream on OUT, which may be a pipe (nothing seeks)."""
-    return tarfile.open(
-        fileobj=out,
-        mode="w|",
-        format=tarfile.PAX_FORMAT,
-        bufsize=CHUNK_SIZE,
-        encoding="utf-8",
-        errors="surrogateescape",
-    )
 
 
 def is_whiteout(info: os.stat_result) -> bool:
@@ -71,7 +59,7 @@ def is_opaque(directory_fd: int) -> bool:
 class _TreeTarWriter:
     """Turn filesystem entries reached through directory fds into tar members."""
 
-    def __init__(self, tar: tarfile.TarFile) -> None:
+    def __init__(self, tar: TarOutput) -> None:
         self.tar = tar
         self.privileged = os.geteuid() == 0
         self.current = ""  # the path being written, for error messages
@@ -91,7 +79,7 @@ class _TreeTarWriter:
             if key in self._links:
                 member.type = tarfile.LNKTYPE
                 member.linkname = self._links[key]
-                self.tar.addfile(member)
+                self.tar.add(member)
                 return
             self._links[key] = path
         if stat.S_ISDIR(mode):
@@ -101,28 +89,28 @@ class _TreeTarWriter:
                 self._add_xattrs(member, directory_fd)
             finally:
                 os.close(directory_fd)
-            self.tar.addfile(member)
+            self.tar.add(member)
         elif stat.S_ISREG(mode):
             self._add_file(member, parent_fd, name, info)
         elif stat.S_ISLNK(mode):
             member.type = tarfile.SYMTYPE
             member.linkname = os.readlink(name, dir_fd=parent_fd)
-            self.tar.addfile(member)
+            self.tar.add(member)
         elif stat.S_ISFIFO(mode):
             member.type = tarfile.FIFOTYPE
-            self.tar.addfile(member)
+            self.tar.add(member)
         elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
             member.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
             member.devmajor = os.major(info.st_rdev)
             member.devminor = os.minor(info.st_rdev)
-            self.tar.addfile(member)
+            self.tar.add(member)
         # Sockets have no tar form, so they are left out, as GNU tar does.
 
     def add_empty_file(self, path: str, mtime: int) -> None:
         member = tarfile.TarInfo(path)
         member.mtime = mtime
         member.mode = 0o644
-        self.tar.addfile(member)
+        self.tar.add(member)
 
     def _add_file(
         self, member: tarfile.TarInfo, parent_fd: int, name: str, info: os.stat_result
@@ -132,7 +120,7 @@ class _TreeTarWriter:
             os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY,
             dir_fd=parent_fd,
         )
-        with os.fdopen(fd, "rb", buffering=CHUNK_SIZE) as file:
+        try:
             opened = os.fstat(fd)
             if (opened.st_dev, opened.st_ino) != (info.st_dev, info.st_ino):
                 raise HutchError(
@@ -140,7 +128,9 @@ class _TreeTarWriter:
                 )
             member.size = opened.st_size
             self._add_xattrs(member, fd)
-            self.tar.addfile(member, file)
+            self.tar.add_data(member, fd)
+        finally:
+            os.close(fd)
 
     def _add_xattrs(self, member: tarfile.TarInfo, fd: int) -> None:
         headers = dict(member.pax_headers)
@@ -183,30 +173,16 @@ def _sorted_entries(directory_fd: int) -> list[tuple[str, os.stat_result]]:
     return entries
 
 
-class _OutputError(Exception):
-    """An OSError raised while writing the output, kept apart from read errors."""
-
-
-class _GuardedOutput:
-    def __init__(self, out: BinaryIO) -> None:
-        self._out = out
-
-    def write(self, data: bytes) -> int:
-        try:
-            return self._out.write(data)
-        except OSError as error:
-            raise _OutputError() from error
-
-
 @contextlib.contextmanager
 def _tree_writer(out: BinaryIO, source: Path) -> Iterator[_TreeTarWriter]:
     """Yield a tree writer on OUT, turning errors reading SOURCE into HutchError."""
     writer = None
     try:
-        with open_tar_writer(cast(BinaryIO, _GuardedOutput(out))) as tar:
-            writer = _TreeTarWriter(tar)
-            yield writer
-    except _OutputError as error:
+        tar = TarOutput(out, tar_format=tarfile.PAX_FORMAT)
+        writer = _TreeTarWriter(tar)
+        yield writer
+        tar.close()
+    except OutputError as error:
         raise cast(OSError, error.__cause__) from None
     except OSError as error:
         path = writer.current if writer is not None else ""

@@ -29,10 +29,13 @@ from hutch.store.blobs import (
     HashingWriter,
     PeekableReader,
     close_stream,
+    compression_of,
     detect_compression,
+    hash_file_range,
     new_temp_file,
     open_decompressed,
     read_capped,
+    regular_file_position,
     write_blob,
 )
 from hutch.store.extract import extract_layer
@@ -262,10 +265,15 @@ class Store:
         )  # reject bad lines before reading the tar
         with self.layout.scratch("import") as scratch:
             staging = _Staging(scratch)
-            blob, diff_id, size = self._write_scratch_blob(
-                staging, src, "the import tar"
-            )
-            self._unpack_layer(staging, blob, diff_id, size, "the import tar")
+            present = self._find_stored_layer(src)
+            if present is not None:
+                diff_id, size = present
+                staging.required_layers.add(diff_id)
+            else:
+                blob, diff_id, size = self._write_scratch_blob(
+                    staging, src, "the import tar"
+                )
+                self._unpack_layer(staging, blob, diff_id, size, "the import tar")
             created = image_config.now_rfc3339()
             config = image_config.new_config(
                 f"sha256:{diff_id}", created, message or ""
@@ -401,12 +409,20 @@ class Store:
         with self.layout.scratch("load") as scratch:
             members = scratch / "members"
             members.mkdir(mode=0o700)
-            reader = archive.ArchiveReader(members, self.limits)
-            stream = open_decompressed(src, "the archive")
-            try:
-                reader.read(stream)
-            finally:
-                close_stream(stream)
+            reader = archive.ArchiveReader(
+                members, self.limits, self._stored_layer_blob
+            )
+            located = regular_file_position(src)
+            if located is not None and not compression_of(
+                os.pread(located[0], 6, located[1])
+            ):
+                reader.read(src, located)
+            else:
+                stream = open_decompressed(src, "the archive")
+                try:
+                    reader.read(stream)
+                finally:
+                    close_stream(stream)
             specs = archive.merge_same_images(reader.images())
             staging = _Staging(scratch)
             loaded: list[tuple[str, list[str]]] = []
@@ -521,6 +537,29 @@ class Store:
             self.layout.diff(hex_digest).is_dir()
             and self.layout.blob(hex_digest).is_file()
         )
+
+    def _find_stored_layer(self, source: BinaryIO) -> tuple[str, int] | None:
+        """Return (diff id hex, size) when SOURCE is an uncompressed file of a stored layer.
+
+        Only a regular file can be hashed without copying it. The stored layer is
+        used, so a change to the file after it was hashed cannot matter.
+        """
+        located = regular_file_position(source)
+        if located is None:
+            return None
+        fd, offset = located
+        size = os.fstat(fd).st_size - offset
+        if not CHUNK_SIZE <= size <= self.limits.max_layer_bytes:
+            return None  # small, or too large: the copy reports the limit
+        if compression_of(os.pread(fd, 6, offset)):
+            return None
+        diff_id = hash_file_range(fd, offset, size)
+        if not diff_id or not self._has_layer(diff_id):
+            return None
+        return diff_id, size
+
+    def _stored_layer_blob(self, hex_digest: str) -> Path | None:
+        return self.layout.blob(hex_digest) if self._has_layer(hex_digest) else None
 
     def _write_scratch_blob(
         self, staging: _Staging, source: BinaryIO, subject: str
