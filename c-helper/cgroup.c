@@ -1,47 +1,33 @@
 /*
  * hutch-cgroup: create hutch/<uid>/<ID> cgroups, write their limits, move
  * this process in, drop privilege and exec hutch-spawn. With --join it
- * moves into an existing hutch/<uid>/<ID> instead, for `hutch-spawn --join`.
+ * moves into an existing hutch/<uid>/<ID> instead, for `hutch-spawn --join`;
+ * --freeze and --thaw pause and resume one.
  *
  * Written so that an administrator may install it setuid root: any local
- * user can run it with any argv. So the environment is cleared, every value
- * is range-checked, the cgroup path uses the real uid only, --root and
- * --layout are only for real root, and the drop back to the real ids is
- * verified before the exec of the compiled-in SPAWN_PATH.
- *
- * NOTE: limits are only range-checked. No root-owned /etc/hutch/policy
- * clamps them yet, so a setuid install lets any user set any value in range.
+ * user can run it with any argv. So privilege.c hardens the process at
+ * entry, every value is range-checked, the cgroup path uses the real uid
+ * only, --root and --layout are only for real root, a setuid caller's
+ * limits must fit the root-owned /etc/hutch/policy (policy.c), and the drop
+ * back to the real ids is verified before the exec of the compiled-in
+ * SPAWN_PATH.
  */
 #define _GNU_SOURCE
 #include "cgroup.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <grp.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/auxv.h>
-#include <sys/prctl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #ifndef SPAWN_PATH
 #error "build with -DSPAWN_PATH=\"/path/to/hutch-spawn\" (the Makefile does)"
 #endif
 
+#ifndef HUTCH_FUZZ
 const char *program_name = "hutch-cgroup";
-
-enum mode { MODE_NONE, MODE_RUN, MODE_JOIN, MODE_QUERY, MODE_REMOVE, MODE_PROBE };
-
-struct cgroup_request {
-	enum mode mode;
-	const char *id;
-	struct cgroup_limits limits;
-	const char *root;
-	enum cgroup_layout layout;     /* LAYOUT_NONE: detect */
-};
+#endif
 
 #define MEMORY_MIN (4ULL << 20)
 #define MEMORY_MAX (1ULL << 62)
@@ -50,7 +36,8 @@ static int set_mode(struct cgroup_request *req, enum mode mode, const char *id,
 		    struct hutch_error *err)
 {
 	if (req->mode != MODE_NONE)
-		return err_msg(err, "give only one of --id, --join, --query, --remove and --probe");
+		return err_msg(err, "give only one of --id, --join, --query, --remove, --freeze, "
+			       "--thaw and --probe");
 	req->mode = mode;
 	req->id = id;
 	if (id == NULL)
@@ -83,6 +70,16 @@ static int opt_remove(void *p, const char *v, struct hutch_error *e)
 	return set_mode(p, MODE_REMOVE, v, e);
 }
 
+static int opt_freeze(void *p, const char *v, struct hutch_error *e)
+{
+	return set_mode(p, MODE_FREEZE, v, e);
+}
+
+static int opt_thaw(void *p, const char *v, struct hutch_error *e)
+{
+	return set_mode(p, MODE_THAW, v, e);
+}
+
 static int opt_probe(void *p, const char *v, struct hutch_error *e)
 {
 	(void)v;
@@ -106,35 +103,14 @@ static int parse_range(const char *opt, const char *v, uint64_t min, uint64_t ma
 /* BYTES is a decimal number with an optional k, m or g suffix (powers of 1024). */
 static int parse_bytes(const char *opt, const char *v, uint64_t *out, struct hutch_error *e)
 {
-	char digits[32];
-	size_t len = strlen(v);
-	unsigned shift = 0;
+	uint64_t value;
 
-	if (len == 0 || len >= sizeof(digits))
-		return err_msg(e, "invalid %s `%s`: expected BYTES, optionally with k, m or g", opt, v);
-	memcpy(digits, v, len + 1);
-	switch (digits[len - 1]) {
-	case 'k':
-	case 'K':
-		shift = 10;
-		break;
-	case 'm':
-	case 'M':
-		shift = 20;
-		break;
-	case 'g':
-	case 'G':
-		shift = 30;
-		break;
-	default:
-		break;
-	}
-	if (shift != 0)
-		digits[len - 1] = '\0';
-	if (parse_range(opt, digits, MEMORY_MIN >> shift, MEMORY_MAX >> shift, out, e) < 0)
+	if (*out != 0)
+		return err_msg(e, "option `%s` given twice", opt);
+	if (parse_size(v, &value) < 0 || value < MEMORY_MIN || value > MEMORY_MAX)
 		return err_msg(e, "invalid %s `%s`: expected 4m to 2^62 bytes (k, m, g suffixes)",
 			       opt, v);
-	*out <<= shift;
+	*out = value;
 	return 0;
 }
 
@@ -198,11 +174,31 @@ static int opt_layout(void *p, const char *v, struct hutch_error *e)
 	return 0;
 }
 
+/* An fd of the caller that hutch-spawn needs, such as its --log-fd; every other one is closed. */
+static int opt_keep_fd(void *p, const char *v, struct hutch_error *e)
+{
+	struct cgroup_request *req = p;
+	uint64_t value;
+
+	if (req->keep_fd_count == KEEP_FD_MAX)
+		return err_msg(e, "too many --keep-fd options (maximum %d)", KEEP_FD_MAX);
+	if (parse_u64(v, 1048576, &value) < 0 || value < 3)
+		return err_msg(e, "invalid --keep-fd `%s`: expected an fd number, 3 to 1048576", v);
+	for (size_t i = 0; i < req->keep_fd_count; i++) {
+		if (req->keep_fds[i] == (int)value)
+			return err_msg(e, "--keep-fd `%s` given twice", v);
+	}
+	req->keep_fds[req->keep_fd_count++] = (int)value;
+	return 0;
+}
+
 static const struct option_def cgroup_options[] = {
 	{ "--id", true, opt_id },
 	{ "--join", true, opt_join },
 	{ "--query", true, opt_query },
 	{ "--remove", true, opt_remove },
+	{ "--freeze", true, opt_freeze },
+	{ "--thaw", true, opt_thaw },
 	{ "--probe", false, opt_probe },
 	{ "--memory", true, opt_memory },
 	{ "--memory-swap", true, opt_memory_swap },
@@ -212,6 +208,7 @@ static const struct option_def cgroup_options[] = {
 	{ "--cpu-shares", true, opt_cpu_shares },
 	{ "--root", true, opt_root },
 	{ "--layout", true, opt_layout },
+	{ "--keep-fd", true, opt_keep_fd },
 };
 
 #define CGROUP_OPTION_COUNT (sizeof(cgroup_options) / sizeof(cgroup_options[0]))
@@ -224,7 +221,8 @@ static int validate_request(const struct cgroup_request *req, int spawn_argc,
 			  l->cpu_period || l->cpu_shares;
 
 	if (req->mode == MODE_NONE)
-		return err_msg(err, "missing --id, --join, --query, --remove or --probe");
+		return err_msg(err, "missing --id, --join, --query, --remove, --freeze, --thaw or "
+			       "--probe");
 	if (req->mode != MODE_RUN && has_limits)
 		return err_msg(err, "limits go only with --id");
 	if (req->mode != MODE_RUN && req->mode != MODE_JOIN && spawn_argc > 0)
@@ -237,54 +235,25 @@ static int validate_request(const struct cgroup_request *req, int spawn_argc,
 		return err_msg(err, "--memory-swap needs --memory");
 	if (l->memory_swap && l->memory_swap < l->memory)
 		return err_msg(err, "--memory-swap must be at least --memory (it is memory plus swap)");
+	if (req->mode != MODE_RUN && req->mode != MODE_JOIN && req->keep_fd_count > 0)
+		return err_msg(err, "--keep-fd goes only with --id or --join");
 	if (req->layout != LAYOUT_NONE && req->root == NULL)
 		return err_msg(err, "--layout needs --root");
 	return 0;
 }
 
-/* Steps before anything else, for a process that may be setuid root. */
-static int harden_process(struct hutch_error *err)
+int cgroup_parse_argv(int argc, char **argv, struct cgroup_request *req, int *first_spawn_arg,
+		      struct hutch_error *err)
 {
-	if (getauxval(AT_SECURE) != 0 && geteuid() != 0)
-		return err_msg(err, "refusing to run setgid or with file capabilities "
-			       "(install it setuid root or without privilege)");
-	if (clearenv() != 0)
-		return err_msg(err, "clearenv failed");
-	if (ensure_stdio(err) < 0)
+	int first = parse_options(argc, argv, cgroup_options, CGROUP_OPTION_COUNT, req, err);
+
+	if (first < 0)
 		return -1;
-	/* Non-dumpable: the caller cannot ptrace or read /proc/PID/mem while it has privilege. */
-	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
-		return err_sys(err, errno, "prctl PR_SET_DUMPABLE", NULL);
-	for (int sig = 1; sig < NSIG; sig++) {
-		if (sig != SIGKILL && sig != SIGSTOP)
-			signal(sig, SIG_DFL);
-	}
-	umask(022);
-	return 0;
+	*first_spawn_arg = first;
+	return validate_request(req, argc - first, err);
 }
 
-/* Become the real uid and gid for good and check that no way back remains. */
-static int drop_privilege(struct hutch_error *err)
-{
-	uid_t ruid = getuid(), euid, suid;
-	gid_t rgid = getgid(), egid, sgid;
-
-	if (geteuid() != ruid || getegid() != rgid) {
-		if (geteuid() == 0 && setgroups(0, NULL) < 0)
-			return err_sys(err, errno, "setgroups", NULL);
-		if (setresgid(rgid, rgid, rgid) < 0)
-			return err_sys(err, errno, "setresgid", NULL);
-		if (setresuid(ruid, ruid, ruid) < 0)
-			return err_sys(err, errno, "setresuid", NULL);
-	}
-	if (getresuid(&ruid, &euid, &suid) < 0 || getresgid(&rgid, &egid, &sgid) < 0)
-		return err_sys(err, errno, "getresuid", NULL);
-	if (euid != ruid || suid != ruid || egid != rgid || sgid != rgid)
-		return err_msg(err, "drop privilege: the effective or saved ids still differ");
-	if (ruid != 0 && setresuid((uid_t)-1, 0, (uid_t)-1) == 0)
-		return err_msg(err, "drop privilege: setresuid to root still succeeds");
-	return 0;
-}
+#ifndef HUTCH_FUZZ
 
 /* Exec SPAWN_PATH with SPAWN_ARGS and an empty environment; returns only on failure. */
 static int exec_spawn(struct cgroup *cg, char **spawn_args, struct hutch_error *err)
@@ -308,11 +277,11 @@ static int exec_spawn(struct cgroup *cg, char **spawn_args, struct hutch_error *
 	return -1;
 }
 
-static int run(const struct cgroup_request *req, struct cgroup *cg, char **spawn_args,
-	       struct hutch_error *err)
+static int run(struct cgroup_request *req, const struct caller *caller, struct cgroup *cg,
+	       char **spawn_args, struct hutch_error *err)
 {
 	if (cgroup_create(cg, &req->limits, err) < 0 || cgroup_write_limits(cg, &req->limits, err) < 0 ||
-	    cgroup_enter(cg, err) < 0 || drop_privilege(err) < 0) {
+	    cgroup_enter(cg, err) < 0 || drop_privilege(caller, err) < 0) {
 		cgroup_undo_create(cg);
 		return -1;
 	}
@@ -321,67 +290,103 @@ static int run(const struct cgroup_request *req, struct cgroup *cg, char **spawn
 }
 
 /* Enter the existing cgroup of a running container, for `hutch-spawn --join`. */
-static int join(struct cgroup *cg, char **spawn_args, struct hutch_error *err)
+static int join(const struct caller *caller, struct cgroup *cg, char **spawn_args,
+		struct hutch_error *err)
 {
-	if (cgroup_join(cg, err) < 0 || drop_privilege(err) < 0)
+	if (cgroup_join(cg, err) < 0 || drop_privilege(caller, err) < 0)
 		return -1;
 	return exec_spawn(cg, spawn_args, err);
 }
 
-static int dispatch(struct cgroup_request *req, char **spawn_args, struct hutch_error *err)
+/*
+ * In setuid mode, load the policy (any problem with it refuses every
+ * request), require a matching line for the forms that run a process, and
+ * fit the limits of --id under its ceilings.
+ */
+static int check_policy(struct cgroup_request *req, const struct caller *caller,
+			struct policy_rule *rule, struct cgroup *cg, struct hutch_error *err)
 {
+	if (policy_load(caller, rule, err) < 0)
+		return -1;
+	if (req->mode != MODE_RUN && req->mode != MODE_JOIN)
+		return 0;
+	if (!rule->matched)
+		return err_msg(err, "policy `%s`: no user or group line matches uid %u, so it may not "
+			       "use the setuid hutch-cgroup (ask an administrator)", POLICY_PATH,
+			       (unsigned)caller->uid);
+	if (req->mode == MODE_RUN) {
+		if (policy_apply(rule, &req->limits, err) < 0)
+			return -1;
+		if (rule->containers != POLICY_NO_CEILING)
+			cg->max_containers = rule->containers;
+	}
+	return 0;
+}
+
+static int dispatch(struct cgroup_request *req, const struct caller *caller, char **spawn_args,
+		    struct hutch_error *err)
+{
+	struct policy_rule rule = { .matched = false };
 	struct cgroup cg = {
 		.root = req->root != NULL ? req->root : "/sys/fs/cgroup",
 		.fake_tree = req->root != NULL,
-		.uid = getuid(),
+		.uid = caller->uid,
 		.id = req->id,
 	};
 
 	for (int i = 0; i < CTRL_COUNT; i++)
 		cg.dirfd[i] = -1;
+	if (caller->setuid_mode && check_policy(req, caller, &rule, &cg, err) < 0)
+		return -1;
 	cg.layout = req->layout;
 	if (cg.layout == LAYOUT_NONE && detect_layout(cg.root, &cg.layout, err) < 0)
 		return -1;
 	if (req->mode == MODE_PROBE)
-		return cgroup_probe(cg.root, cg.layout, cg.uid, err);
+		return cgroup_probe(cg.root, cg.layout, cg.uid, caller->setuid_mode ? &rule : NULL,
+				    err);
 	if (cg.layout == LAYOUT_HYBRID)
 		cg.layout = LAYOUT_V1;
 	switch (req->mode) {
 	case MODE_RUN:
-		return run(req, &cg, spawn_args, err);
+		return run(req, caller, &cg, spawn_args, err);
 	case MODE_JOIN:
-		return join(&cg, spawn_args, err);
+		return join(caller, &cg, spawn_args, err);
 	case MODE_QUERY:
-		if (drop_privilege(err) < 0)
+		if (drop_privilege(caller, err) < 0)
 			return -1;
 		return cgroup_query(&cg, err);
 	case MODE_REMOVE:
 		return cgroup_remove(&cg, err);
+	case MODE_FREEZE:
+		return cgroup_set_frozen(&cg, true, err);
+	case MODE_THAW:
+		return cgroup_set_frozen(&cg, false, err);
 	case MODE_PROBE:
 	case MODE_NONE:
 	default:
-		return err_msg(err, "missing --id, --join, --query, --remove or --probe");
+		return err_msg(err, "missing --id, --join, --query, --remove, --freeze, --thaw or "
+			       "--probe");
 	}
 }
 
 int main(int argc, char **argv)
 {
-	struct cgroup_request req = { 0 };
+	struct cgroup_request req = { .mode = MODE_NONE };
+	struct caller caller = { 0 };
 	struct hutch_error err = { 0 };
 	int first_spawn_arg;
 
-	if (harden_process(&err) < 0)
+	if (harden_process(&caller, &err) < 0)
 		goto fail;
 	if (argc == 2 && strcmp(argv[1], "--list-options") == 0) {
 		print_option_names(cgroup_options, CGROUP_OPTION_COUNT);
 		return 0;
 	}
-	first_spawn_arg = parse_options(argc, argv, cgroup_options, CGROUP_OPTION_COUNT, &req, &err);
-	if (first_spawn_arg < 0)
+	if (cgroup_parse_argv(argc, argv, &req, &first_spawn_arg, &err) < 0)
 		goto fail;
-	if (validate_request(&req, argc - first_spawn_arg, &err) < 0)
+	if (keep_declared_fds(&req, &err) < 0)
 		goto fail;
-	if (dispatch(&req, argv + first_spawn_arg, &err) < 0)
+	if (dispatch(&req, &caller, argv + first_spawn_arg, &err) < 0)
 		goto fail;
 	return 0;
 
@@ -389,3 +394,4 @@ fail:
 	err_print(&err);
 	return EXIT_SETUP;
 }
+#endif

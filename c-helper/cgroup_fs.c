@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
@@ -178,9 +179,59 @@ static int same_hierarchy(const struct cgroup *cg, int i, const struct stat *roo
 	return -1;
 }
 
+/* Number of cgroups (subdirectories) in the hutch/<uid>/ directory USER_DIR. */
+static int count_cgroups(int user_dir, uint64_t *count, struct hutch_error *err)
+{
+	int listing_fd = openat(user_dir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *listing = listing_fd >= 0 ? fdopendir(listing_fd) : NULL;
+	struct dirent *entry;
+
+	if (listing == NULL) {
+		err_sys(err, errno, "open", "hutch/<uid>");
+		close_fd(&listing_fd);
+		return -1;
+	}
+	*count = 0;
+	while ((entry = readdir(listing)) != NULL) {
+		if (entry->d_type == DT_DIR && strcmp(entry->d_name, ".") != 0 &&
+		    strcmp(entry->d_name, "..") != 0)
+			(*count)++;
+	}
+	closedir(listing);
+	return 0;
+}
+
+/*
+ * Refuse to create one more cgroup when hutch/<uid>/ already holds the
+ * policy's number. The count and the mkdir run under an exclusive flock
+ * of the first hierarchy's hutch/<uid>/, which *LOCK keeps until the
+ * caller closes it, so two concurrent runs cannot both pass the check.
+ */
+static int check_container_count(const struct cgroup *cg, int user_dir, int *lock,
+				 struct hutch_error *err)
+{
+	uint64_t count;
+
+	if (cg->max_containers == 0)
+		return 0;
+	if (*lock < 0) {
+		*lock = fcntl(user_dir, F_DUPFD_CLOEXEC, 3);
+		if (*lock < 0 || flock(*lock, LOCK_EX) < 0)
+			return err_sys(err, errno, "flock", "hutch/<uid>");
+	}
+	if (count_cgroups(user_dir, &count, err) < 0)
+		return -1;
+	if (count >= cg->max_containers)
+		return err_msg(err, "too many containers: uid %u has %" PRIu64 " cgroups and the "
+			       "policy allows %" PRIu64 " (remove one with --remove)",
+			       (unsigned)cg->uid, count, cg->max_containers);
+	return 0;
+}
+
 int cgroup_create(struct cgroup *cg, const struct cgroup_limits *limits, struct hutch_error *err)
 {
 	struct stat roots[CTRL_COUNT];
+	cleanup_fd int lock = -1;
 
 	for (int i = 0; i < slot_count(cg); i++) {
 		cleanup_fd int base = open_hierarchy(cg, i);
@@ -200,6 +251,8 @@ int cgroup_create(struct cgroup *cg, const struct cgroup_limits *limits, struct 
 		if (user_dir < 0)
 			return -1;
 		if (cg->layout == LAYOUT_V2 && enable_v2_path(cg, user_dir, err) < 0)
+			return -1;
+		if (check_container_count(cg, user_dir, &lock, err) < 0)
 			return -1;
 		if (mkdirat(user_dir, cg->id, 0755) < 0) {
 			if (errno == EEXIST)
@@ -356,9 +409,18 @@ int cgroup_open_existing(struct cgroup *cg, struct hutch_error *err)
 	return 0;
 }
 
-/* --- --query --- */
+int cgroup_check_owner(const struct cgroup *cg, int slot, struct hutch_error *err)
+{
+	struct stat st;
 
-/* Print "KEY VALUE" from the first line of NAME; a missing file prints nothing. */
+	if (fstat(cg->dirfd[slot], &st) < 0)
+		return err_sys(err, errno, "fstat", cg->id);
+	if (st.st_uid != 0 && st.st_uid != cg->uid)
+		return err_msg(err, "open `%s`: owned by uid %u, expected root or %u", cg->id,
+			       (unsigned)st.st_uid, (unsigned)cg->uid);
+	return 0;
+}
+
 /*
  * Move this process into the existing hutch/<uid>/<ID> of every hierarchy
  * that has one. hutch/ and hutch/<uid>/ were checked by open_user_dir;
@@ -369,15 +431,10 @@ int cgroup_join(struct cgroup *cg, struct hutch_error *err)
 	if (cgroup_open_existing(cg, err) < 0)
 		return -1;
 	for (int i = 0; i < slot_count(cg); i++) {
-		struct stat st;
-
 		if (cg->dirfd[i] < 0)
 			continue;
-		if (fstat(cg->dirfd[i], &st) < 0)
-			return err_sys(err, errno, "fstat", cg->id);
-		if (st.st_uid != 0 && st.st_uid != cg->uid)
-			return err_msg(err, "open `%s`: owned by uid %u, expected root or %u", cg->id,
-				       (unsigned)st.st_uid, (unsigned)cg->uid);
+		if (cgroup_check_owner(cg, i, err) < 0)
+			return -1;
 		/* A hierarchy reached under two names (cpu, cpuacct) takes the same write twice. */
 		if (write_u64(cg, i, "cgroup.procs", (uint64_t)getpid(), err) < 0)
 			return -1;
@@ -385,6 +442,9 @@ int cgroup_join(struct cgroup *cg, struct hutch_error *err)
 	return 0;
 }
 
+/* --- --query --- */
+
+/* Print "KEY VALUE" from the first line of NAME; a missing file prints nothing. */
 static void print_file(int dirfd, const char *name, const char *key)
 {
 	char buf[256];
@@ -495,7 +555,22 @@ static bool can_create_in(int base, uid_t uid)
 	return faccessat(base, ".", W_OK, AT_EACCESS) == 0;
 }
 
-int cgroup_probe(const char *root, enum cgroup_layout layout, uid_t uid, struct hutch_error *err)
+/*
+ * In setuid mode RULE is the caller's policy line (matched or not), and a
+ * present controller is writable exactly when a line matched; otherwise
+ * RULE is NULL and the caller's own write access decides.
+ */
+static const char *probe_state(bool present, int base, uid_t uid, const struct policy_rule *rule)
+{
+	if (!present)
+		return "missing";
+	if (rule != NULL)
+		return rule->matched ? "writable" : "readonly";
+	return can_create_in(base, uid) ? "writable" : "readonly";
+}
+
+int cgroup_probe(const char *root, enum cgroup_layout layout, uid_t uid,
+		 const struct policy_rule *rule, struct hutch_error *err)
 {
 	static const enum controller shown[] = { CTRL_MEMORY, CTRL_PIDS, CTRL_CPU, CTRL_FREEZER };
 	struct cgroup cg = { .layout = layout, .root = root, .uid = uid };
@@ -513,17 +588,14 @@ int cgroup_probe(const char *root, enum cgroup_layout layout, uid_t uid, struct 
 			const char *name = controller_names[shown[i]];
 			bool present = shown[i] == CTRL_FREEZER || strstr(available, name) != NULL;
 
-			printf("controller %s %s\n", name,
-			       !present ? "missing" : can_create_in(base, uid) ? "writable" : "readonly");
+			printf("controller %s %s\n", name, probe_state(present, base, uid, rule));
 		}
 		return 0;
 	}
 	for (size_t i = 0; i < sizeof(shown) / sizeof(shown[0]); i++) {
 		cleanup_fd int base = open_hierarchy(&cg, shown[i]);
-		const char *state = base < 0 ? "missing" : can_create_in(base, uid) ? "writable"
-										     : "readonly";
-
-		printf("controller %s %s\n", controller_names[shown[i]], state);
+		printf("controller %s %s\n", controller_names[shown[i]],
+		       probe_state(base >= 0, base, uid, rule));
 	}
 	return 0;
 }

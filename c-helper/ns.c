@@ -146,6 +146,9 @@ int finish_child(const struct spawn_plan *plan, const struct spawn_pipes *pipes,
 	/* CLOEXEC rather than close: the error pipe must stay open to report a failed exec. */
 	if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
 		return err_sys(err, errno, "close_range", NULL);
+	/* Before the --init fork, so that the reaper runs under the filter too. */
+	if (install_seccomp_filter(err) < 0)
+		return -1;
 	/* With --init, only the forked program returns here; the reaper stays in start_init. */
 	if (plan->init && start_init(plan, err) < 0)
 		return -1;

@@ -20,7 +20,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#ifndef HUTCH_FUZZ
 const char *program_name = "hutch-spawn";
+#endif
 
 /* --- option table --- */
 
@@ -459,6 +461,20 @@ static int validate_plan(struct spawn_plan *plan, struct hutch_error *err)
 	return 0;
 }
 
+int spawn_parse_argv(int argc, char **argv, struct spawn_plan *plan, struct hutch_error *err)
+{
+	int program_index = parse_options(argc, argv, spawn_options, SPAWN_OPTION_COUNT, plan, err);
+
+	if (program_index < 0)
+		return -1;
+	plan->argv = argv + program_index;
+	plan->real_uid = getuid();
+	plan->real_gid = getgid();
+	return validate_plan(plan, err);
+}
+
+#ifndef HUTCH_FUZZ
+
 /* hutch-spawn is never installed setuid, setgid or with file capabilities. */
 static void reject_privileged_exec(void)
 {
@@ -664,7 +680,7 @@ int main(int argc, char **argv)
 	};
 	struct hutch_error err = { 0 };
 	sigset_t blocked;
-	int program_index, code;
+	int code;
 
 	if (argc == 2 && strcmp(argv[1], "--list-options") == 0) {
 		print_option_names(spawn_options, SPAWN_OPTION_COUNT);
@@ -674,13 +690,7 @@ int main(int argc, char **argv)
 	if (ensure_stdio(&err) < 0)
 		goto fail;
 
-	program_index = parse_options(argc, argv, spawn_options, SPAWN_OPTION_COUNT, &plan, &err);
-	if (program_index < 0)
-		goto fail;
-	plan.argv = argv + program_index;
-	plan.real_uid = getuid();
-	plan.real_gid = getgid();
-	if (validate_plan(&plan, &err) < 0)
+	if (spawn_parse_argv(argc, argv, &plan, &err) < 0)
 		goto fail;
 
 	/* Blocked before clone() so that no signal is lost; the child unblocks before exec. */
@@ -698,3 +708,4 @@ fail:
 	err_print(&err);
 	return EXIT_SETUP;
 }
+#endif

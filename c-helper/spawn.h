@@ -80,6 +80,9 @@ struct spawn_pipes {
 	int master;                  /* pty master in the monitor, or -1 */
 };
 
+/* spawn.c: argv to a validated plan; also the entry point of the fuzz target. */
+int spawn_parse_argv(int argc, char **argv, struct spawn_plan *plan, struct hutch_error *err);
+
 /* ns.c */
 pid_t spawn_clone(const struct spawn_plan *plan, const struct spawn_pipes *pipes,
 		  struct hutch_error *err);
@@ -137,6 +140,9 @@ pid_t spawn_join(const struct spawn_plan *plan, struct join_target *target,
 
 /* init.c: forks PROGRAM; in the caller (the reaper) it never returns. */
 int start_init(const struct spawn_plan *plan, struct hutch_error *err);
+
+/* seccomp.c: needs no_new_privs; the filter stays in force across fork and exec. */
+int install_seccomp_filter(struct hutch_error *err);
 
 /* caps.c */
 int drop_privileges(const struct spawn_plan *plan, struct hutch_error *err);

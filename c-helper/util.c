@@ -133,6 +133,40 @@ int parse_u64(const char *text, uint64_t max, uint64_t *out)
 	return 0;
 }
 
+int parse_size(const char *text, uint64_t *out)
+{
+	char digits[32];
+	size_t len = strlen(text);
+	unsigned shift = 0;
+	uint64_t value;
+
+	if (len == 0 || len >= sizeof(digits))
+		return -1;
+	memcpy(digits, text, len + 1);
+	switch (digits[len - 1]) {
+	case 'k':
+	case 'K':
+		shift = 10;
+		break;
+	case 'm':
+	case 'M':
+		shift = 20;
+		break;
+	case 'g':
+	case 'G':
+		shift = 30;
+		break;
+	default:
+		break;
+	}
+	if (shift != 0)
+		digits[len - 1] = '\0';
+	if (parse_u64(digits, UINT64_MAX >> shift, &value) < 0)
+		return -1;
+	*out = value << shift;
+	return 0;
+}
+
 int ensure_stdio(struct hutch_error *err)
 {
 	for (int fd = 0; fd <= 2; fd++) {

@@ -59,6 +59,12 @@ int read_file_at(int dirfd, const char *name, char *buf, size_t len, struct hutc
  */
 int parse_u64(const char *text, uint64_t max, uint64_t *out);
 
+/*
+ * Parse a size: a number as parse_u64 takes it, optionally followed by k, m
+ * or g (KiB, MiB, GiB, either case). Returns 0 or -1, also on overflow.
+ */
+int parse_size(const char *text, uint64_t *out);
+
 /* Make fds 0, 1 and 2 exist (open /dev/null on the missing ones). */
 int ensure_stdio(struct hutch_error *err);
 

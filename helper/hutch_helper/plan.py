@@ -101,6 +101,11 @@ class Io:
     attach_socket: str = ""
 
 
+def _keep_fd_args(io: Io) -> list[str]:
+    """Return the hutch-cgroup options that keep hutch-spawn's fds open; it closes the rest."""
+    return ["--keep-fd", str(io.log_fd), "--keep-fd", str(io.status_fd)]
+
+
 def _check_container_path(path: str, what: str) -> str:
     _check_text(path, what)
     if not path.startswith("/") or ".." in path.split("/"):
@@ -162,6 +167,11 @@ def _process_args(request: helper_pb2.StartContainerRequest, io: Io) -> list[str
     if not cwd.startswith("/"):
         raise InvalidRequest(f"working directory {cwd!r} is not an absolute path")
     args = ["--cwd", _check_text(cwd, "working directory")]
+    if os.geteuid() != 0 and not request.uid_maps and (request.uid or request.gid):
+        raise InvalidRequest(
+            f"user {request.uid}:{request.gid} does not exist in this rootless container: "
+            "only uid and gid 0 (you) are mapped; run without -u or with -u 0"
+        )
     args += ["--uid", str(request.uid), "--gid", str(request.gid)]
     if len(request.env) > MAX_ENV:
         raise InvalidRequest(f"too many environment variables: {len(request.env)} (at most {MAX_ENV})")
@@ -212,7 +222,8 @@ def build(
     if missing:
         raise CgroupUnavailable(missing)
     if limit_args:
-        argv = [str(libexec / "hutch-cgroup"), "--id", request.id, *limit_args, "--", *spawn_args]
+        argv = [str(libexec / "hutch-cgroup"), "--id", request.id, *limit_args,
+                *_keep_fd_args(io), "--", *spawn_args]  # fmt: skip
         return Plan(argv, uses_cgroup=True)
     return Plan([str(libexec / "hutch-spawn"), *spawn_args], uses_cgroup=False)
 
@@ -232,7 +243,8 @@ def build_exec(
     check_id(request.id)
     spawn_args = ["--join", str(container_pid), *_process_args(request, io)]
     if container_cgroup:
-        argv = [str(libexec / "hutch-cgroup"), "--join", container_cgroup, "--", *spawn_args]
+        argv = [str(libexec / "hutch-cgroup"), "--join", container_cgroup, *_keep_fd_args(io),
+                "--", *spawn_args]  # fmt: skip
         # The exec'd process lives in the container's cgroup, which the
         # container's own record removes; the exec has none of its own.
         return Plan(argv, uses_cgroup=False)

@@ -225,6 +225,11 @@ class Session:
         # Before the last "--", so that a hutch-cgroup in front keeps its own "--".
         separator = len(argv) - 1 - argv[::-1].index("--")
         argv = [*argv[:separator], *options, *argv[separator:]]
+        if Path(argv[0]).name == "hutch-cgroup":
+            # hutch-cgroup closes every fd above 2 that --keep-fd does not name.
+            first = argv.index("--")
+            keep = ["--keep-fd", str(log_write), "--keep-fd", str(status_write)]
+            argv = [*argv[:first], *keep, *argv[first:]]
         if user is not None:
             argv = user.command(argv)
         self.proc = subprocess.Popen(
