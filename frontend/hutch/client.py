@@ -124,8 +124,8 @@ def translate(error: grpc.RpcError) -> HutchError:
     if details.startswith("cgroup-unavailable:"):
         controllers = details.partition(":")[2]
         return HutchError(
-            f"the {controllers} limit needs a cgroup that uid {os.geteuid()} cannot write on this "
-            "host; run without the limit, or have an administrator install hutch-cgroup setuid "
-            "(see the README)"
+            f"the {controllers} limit needs a cgroup that uid {os.geteuid()} can write, and this "
+            "host has none; run without the limit, or have an administrator install "
+            "hutch-cgroup setuid (README: Limits for non-root users)"
         )
     return HutchError(details, code)

@@ -433,6 +433,7 @@ class Manager:
         if record.status == "running" and record.paused:
             # Frozen processes cannot act on a signal until they are thawed.
             self.set_frozen(container_id, False)
+            record.paused = False
         if record.status == "running":
             try:
                 self.signal(container_id, number or signal.SIGTERM)
@@ -457,7 +458,8 @@ class Manager:
                 "(a non-root user needs the setuid hutch-cgroup for this)"
             )
         if record.paused == frozen:
-            return record
+            state = "already paused" if frozen else "not paused"
+            raise RuntimeError(f"container {container_id[:12]} is {state}")
         result = self._cgroup("--freeze" if frozen else "--thaw", container_id)
         if result.returncode != 0:
             raise RuntimeError(result.stderr.strip() or f"hutch-cgroup exited {result.returncode}")

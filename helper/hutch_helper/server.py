@@ -209,6 +209,7 @@ class Service(helper_pb2_grpc.HelperServicer):
                     pids_limit=figures.get("pids_limit", 0),
                     cpu_usage_ns=figures.get("cpu_usage_ns", 0),
                     read_time_unix_nano=time.time_ns(),
+                    has_cgroup=record.uses_cgroup,
                 )
             )
         return helper_pb2.GetStatsResponse(stats=stats)

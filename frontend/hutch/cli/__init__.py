@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         host = options.get("host") or os.environ.get("HUTCH_HOST")
         if host:
             return run_remote({**options, "host": host}, argv)
+        if not argv:
+            argv = ["--help"]
         code = cli.main(args=argv, prog_name="hutch", standalone_mode=False)
     except HutchError as error:
         click.echo(f"hutch: {error.message}", err=True)

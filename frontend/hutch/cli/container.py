@@ -18,6 +18,19 @@ from hutch.cli.run import remove
 from hutch.errors import HutchError
 
 
+def for_each(references: tuple[str, ...], action) -> None:
+    """Run ACTION on each reference; report failures one line each, then exit 125."""
+    failed = None
+    for reference in references:
+        try:
+            action(reference)
+        except HutchError as error:
+            click.echo(f"hutch: {error.message}", err=True)
+            failed = error
+    if failed is not None:
+        raise click.exceptions.Exit(failed.code)
+
+
 def _states(app: App, containers) -> dict[str, object]:
     """Return the helper's state for each container, by id."""
     from hutch.helper.v1 import helper_pb2
@@ -211,11 +224,11 @@ def stop(app: App, containers: tuple[str, ...], seconds: int) -> None:
     """Stop running containers: the stop signal, then SIGKILL after a timeout."""
     from hutch.helper.v1 import helper_pb2
 
-    for reference in containers:
+    def stop_one(reference: str) -> None:
         record = app.containers.get(reference)
         stop_signal = units.parse_signal(record.data["Config"].get("StopSignal") or "SIGTERM")
         request = helper_pb2.StopContainerRequest(
-            id=record.id, signal=stop_signal, timeout_seconds=max(seconds, 0)
+            id=record.id, signal=stop_signal, timeout_seconds=seconds
         )
         try:
             app.helper.call("StopContainer", request)
@@ -223,6 +236,8 @@ def stop(app: App, containers: tuple[str, ...], seconds: int) -> None:
             if "no such container" not in error.message:
                 raise
         app.out(reference)
+
+    for_each(containers, stop_one)
 
 
 @click.command("kill")
@@ -234,11 +249,14 @@ def kill(app: App, containers: tuple[str, ...], signal_name: str) -> None:
     from hutch.helper.v1 import helper_pb2
 
     number = units.parse_signal(signal_name)
-    for reference in containers:
+
+    def kill_one(reference: str) -> None:
         record = app.containers.get(reference)
         request = helper_pb2.SignalContainerRequest(id=record.id, signal=number)
         app.helper.call("SignalContainer", request)
         app.out(reference)
+
+    for_each(containers, kill_one)
 
 
 @click.command("rm")
@@ -249,7 +267,7 @@ def rm(app: App, containers: tuple[str, ...], force: bool) -> None:
     """Remove containers."""
     from hutch.helper.v1 import helper_pb2
 
-    for reference in containers:
+    def remove_one(reference: str) -> None:
         record = app.containers.get(reference)
         state = _states(app, [record])[record.id]
         if state.status == "running":
@@ -263,6 +281,8 @@ def rm(app: App, containers: tuple[str, ...], force: bool) -> None:
             )
         remove(app, record)
         app.out(reference)
+
+    for_each(containers, remove_one)
 
 
 @click.command("wait")
@@ -295,6 +315,7 @@ def _inspect_container(app: App, record) -> dict:
         "FinishedAt": state.finished_at,
     }
     data["LogPath"] = str(record.directory / "log")
+    data["Config"] = {**data["Config"], "Hostname": data["Config"]["Hostname"] or record.id[:12]}
     return data
 
 
@@ -402,6 +423,10 @@ def export(app: App, container: str, output: str | None) -> None:
             stream.close()
 
 
+# cgroup v1 reports "no limit" as a huge number (PAGE_COUNTER_MAX pages).
+UNLIMITED_BYTES = 1 << 62
+
+
 def _stats_rows(app: App, records, previous: dict[str, tuple[int, int]]) -> list[list[str]]:
     from hutch.helper.v1 import helper_pb2
 
@@ -416,11 +441,12 @@ def _stats_rows(app: App, records, previous: dict[str, tuple[int, int]]) -> list
                 share = (entry.cpu_usage_ns - used_ns) / (entry.read_time_unix_nano - read_ns)
                 cpu = f"{100 * share:.2f}%"
         previous[entry.id] = (entry.cpu_usage_ns, entry.read_time_unix_nano)
-        limit = human_binary_size(entry.memory_limit_bytes) if entry.memory_limit_bytes else "unlimited"
-        percent = (
-            f"{100 * entry.memory_bytes / entry.memory_limit_bytes:.2f}%"
-            if entry.memory_limit_bytes else "--"
-        )  # fmt: skip
+        if not entry.has_cgroup:
+            rows.append([entry.id[:12], names.get(entry.id, ""), "--", "-- / --", "--", "--"])
+            continue
+        unlimited = not entry.memory_limit_bytes or entry.memory_limit_bytes >= UNLIMITED_BYTES
+        limit = "unlimited" if unlimited else human_binary_size(entry.memory_limit_bytes)
+        percent = "--" if unlimited else f"{100 * entry.memory_bytes / entry.memory_limit_bytes:.2f}%"
         rows.append([
             entry.id[:12], names.get(entry.id, ""), cpu,
             f"{human_binary_size(entry.memory_bytes)} / {limit}", percent, str(entry.pids),
@@ -451,10 +477,13 @@ def _set_paused(app: App, references: tuple[str, ...], paused: bool) -> None:
     from hutch.helper.v1 import helper_pb2
 
     method = "PauseContainer" if paused else "UnpauseContainer"
-    for reference in references:
+
+    def set_one(reference: str) -> None:
         record = app.containers.get(reference)
         app.helper.call(method, helper_pb2.PauseContainerRequest(id=record.id))
         app.out(reference)
+
+    for_each(references, set_one)
 
 
 @click.command("pause")

@@ -107,7 +107,10 @@ def start_request(app: App, container, image):
     uid, gid = lookup_user(layers, data["Config"]["User"])
     hostname = data["Config"]["Hostname"] or container.id[:12]
     rows, cols = terminal_size() if data["Config"].get("Tty") else (0, 0)
-    env = units.merge_env([f"HOSTNAME={hostname}", "HOME=/root"], data["Config"]["Env"])
+    defaults = [f"HOSTNAME={hostname}", "HOME=/root"]
+    if data["Config"].get("Tty"):
+        defaults.append("TERM=xterm")
+    env = units.merge_env(defaults, data["Config"]["Env"])
     return helper_pb2.StartContainerRequest(
         id=container.id,
         state_dir=str(container.directory),
@@ -226,7 +229,8 @@ def _container_options(function):
 
 
 def _create(app: App, options: dict[str, Any]):
-    check_terminal(options["tty"], options["interactive"])
+    if not options.get("detach"):
+        check_terminal(options["tty"], options["interactive"])
     image = app.store.image(options["image"])
     return app.containers.create(container_config(app, image, options))
 
@@ -241,7 +245,11 @@ def run(app: App, **options: Any) -> int:
     try:
         start(app, container)
     except BaseException:
-        remove(app, container)
+        # The container never ran: drop its record even if the helper is unreachable.
+        try:
+            remove(app, container)
+        except HutchError:
+            app.containers.remove(container)
         raise
     if options["detach"]:
         app.out(container.id)

@@ -166,7 +166,7 @@ class GetStatsResponse(_message.Message):
     def __init__(self, stats: _Optional[_Iterable[_Union[ContainerStats, _Mapping]]] = ...) -> None: ...
 
 class ContainerStats(_message.Message):
-    __slots__ = ("id", "memory_bytes", "memory_limit_bytes", "pids", "pids_limit", "cpu_usage_ns", "read_time_unix_nano")
+    __slots__ = ("id", "memory_bytes", "memory_limit_bytes", "pids", "pids_limit", "cpu_usage_ns", "read_time_unix_nano", "has_cgroup")
     ID_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     MEMORY_LIMIT_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -174,6 +174,7 @@ class ContainerStats(_message.Message):
     PIDS_LIMIT_FIELD_NUMBER: _ClassVar[int]
     CPU_USAGE_NS_FIELD_NUMBER: _ClassVar[int]
     READ_TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    HAS_CGROUP_FIELD_NUMBER: _ClassVar[int]
     id: str
     memory_bytes: int
     memory_limit_bytes: int
@@ -181,7 +182,8 @@ class ContainerStats(_message.Message):
     pids_limit: int
     cpu_usage_ns: int
     read_time_unix_nano: int
-    def __init__(self, id: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., memory_limit_bytes: _Optional[int] = ..., pids: _Optional[int] = ..., pids_limit: _Optional[int] = ..., cpu_usage_ns: _Optional[int] = ..., read_time_unix_nano: _Optional[int] = ...) -> None: ...
+    has_cgroup: bool
+    def __init__(self, id: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., memory_limit_bytes: _Optional[int] = ..., pids: _Optional[int] = ..., pids_limit: _Optional[int] = ..., cpu_usage_ns: _Optional[int] = ..., read_time_unix_nano: _Optional[int] = ..., has_cgroup: _Optional[bool] = ...) -> None: ...
 
 class StartContainerResponse(_message.Message):
     __slots__ = ("pid", "started_at")
