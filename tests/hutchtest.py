@@ -13,16 +13,19 @@ from support import User, libexec_dir
 class Hutch:
     """The hutch CLI with its own store and runtime dir, as root or as USER."""
 
-    def __init__(self, store: Path, runtime: Path, user: User | None = None) -> None:
+    def __init__(
+        self, store: Path, runtime: Path, user: User | None = None, libexec: Path | None = None
+    ) -> None:
         self.store = store
         self.runtime = runtime
         self.user = user
+        self.libexec = libexec or libexec_dir()
 
     def env(self) -> dict[str, str]:
         env = {
             "HUTCH_STORE": str(self.store),
             "HUTCH_RUNTIME_DIR": str(self.runtime),
-            "HUTCH_LIBEXEC": str(libexec_dir()),
+            "HUTCH_LIBEXEC": str(self.libexec),
         }
         if "PYTHONPATH" in os.environ:
             env["PYTHONPATH"] = os.environ["PYTHONPATH"]

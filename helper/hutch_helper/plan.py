@@ -77,7 +77,9 @@ def _limit_args(limits: helper_pb2.Limits, default_pids: bool, pids_writable: bo
             raise InvalidRequest("memory+swap limit must not be below the memory limit")
         args += ["--memory-swap", str(limits.memory_swap_bytes)]
     pids = limits.pids
-    if not pids and default_pids and pids_writable:
+    # For a non-root user, the setuid hutch-cgroup applies the policy's pids
+    # ceiling itself when no pids limit is given.
+    if not pids and default_pids and pids_writable and os.geteuid() == 0:
         pids = DEFAULT_PIDS_LIMIT
     if pids:
         if pids < 0:
@@ -221,7 +223,9 @@ def build(
     missing = sorted(needed - writable_controllers)
     if missing:
         raise CgroupUnavailable(missing)
-    if limit_args:
+    # With a writable pids controller every container gets a cgroup, so that
+    # the default pids limit, stats, pause and OOM reports work.
+    if limit_args or (request.default_pids_limit and "pids" in writable_controllers):
         argv = [str(libexec / "hutch-cgroup"), "--id", request.id, *limit_args,
                 *_keep_fd_args(io), "--", *spawn_args]  # fmt: skip
         return Plan(argv, uses_cgroup=True)
