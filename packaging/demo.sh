@@ -4,8 +4,13 @@
 # Needs hutch on PATH and busybox-static. The image is left in the store as
 # demo/busybox:latest; the containers and files this script makes are removed.
 set -eu
+remove_containers() {
+    hutch rm -f demo-edit >/dev/null 2>&1 || true
+    hutch rm -f demo-check >/dev/null 2>&1 || true
+}
 work=$(mktemp -d)
-trap 'hutch rm -f demo-edit demo-check >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+trap 'remove_containers; rm -rf "$work"' EXIT
+remove_containers  # left over from an earlier run
 step() { printf '\n$ %s\n' "$*"; "$@"; }
 
 mkdir -p "$work/rootfs/bin" "$work/rootfs/etc" "$work/rootfs/tmp" "$work/rootfs/root"
@@ -37,6 +42,6 @@ step hutch rmi demo/busybox:edited
 step hutch load -i "$work/edited.tar"
 step hutch run --name demo-check demo/busybox:edited cat /etc/motd
 printf '\n$ hutch export demo-check | tar -tvf - etc/motd\n'
-hutch export demo-check | tar -tvf - ./etc/motd
+hutch export demo-check | tar -tvf - etc/motd
 echo
 echo "done: the main job ran end to end"

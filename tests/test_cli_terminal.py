@@ -170,3 +170,21 @@ def test_attach_feeds_stdin_and_follows(hutch: Hutch, image: str):
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"LATE INPUT\n"
     assert hutch.out("logs", container_id) == "started\nLATE INPUT\n"
+
+
+def test_detach_keys_leave_container_running(hutch: Hutch, image: str):
+    terminal = Terminal(hutch, ["run", "-it", "--name", "stay", image, "sh"])
+    try:
+        terminal.read_until(b"# ")
+        terminal.send(b"\x10\x11")
+        assert terminal.wait() == 0
+        assert b"detached" in terminal.read_until(b"detached")
+        assert "stay" in hutch.out("ps")
+    finally:
+        terminal.close()
+
+
+def test_logs_of_released_container_from_file(hutch: Hutch, image: str):
+    hutch.out("run", "--name", "gone", image, "echo", "kept")
+    hutch.out("helper", "stop")
+    assert hutch.out("logs", "gone") == "kept\n"

@@ -29,6 +29,27 @@ DEADLINES = {
 }
 
 
+STREAMING = {"ReadLogs", "Attach"}
+
+
+class Stream:
+    """A server stream whose errors arrive as HutchError while iterating."""
+
+    def __init__(self, call) -> None:
+        self._call = call
+
+    def __iter__(self):
+        try:
+            yield from self._call
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.CANCELLED:
+                return
+            raise translate(error) from None
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+
 class HelperClient:
     """A stub for the local helper, plus error translation."""
 
@@ -91,15 +112,21 @@ class HelperClient:
         if name in DEADLINES:
             kwargs.setdefault("timeout", DEADLINES[name])
         try:
-            return getattr(self.stub, name)(request, **kwargs)
+            return self._invoke(name, request, kwargs)
         except grpc.RpcError as error:
             if error.code() != grpc.StatusCode.UNAVAILABLE or not self.autostart:
                 raise translate(error) from None
         self._start_and_wait()
         try:
-            return getattr(self.stub, name)(request, **kwargs)
+            return self._invoke(name, request, kwargs)
         except grpc.RpcError as error:
             raise translate(error) from None
+
+    def _invoke(self, name: str, request, kwargs):
+        result = getattr(self.stub, name)(request, **kwargs)
+        if name in STREAMING:
+            return Stream(result)
+        return result
 
     def close(self) -> None:
         if self._channel is not None:

@@ -21,6 +21,7 @@ from hutch.cli.app import App
 from hutch.errors import HutchError
 
 READ_SIZE = 64 * 1024
+DETACH_KEYS = b"\x10\x11"  # Ctrl-P Ctrl-Q, Docker's default detach sequence
 PROXIED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
@@ -77,8 +78,12 @@ def session(
                 return
             yield message
 
+    detached = threading.Event()
+    call = None
+
     def read_stdin() -> None:
         fd = sys.stdin.fileno()
+        previous = b""
         while not done.is_set():
             try:
                 data = os.read(fd, READ_SIZE)
@@ -87,7 +92,17 @@ def session(
             if not data:
                 inputs.put(helper_pb2.AttachInput(close_stdin=True))
                 return
+            if tty and DETACH_KEYS in previous[-1:] + data:
+                # Leave the container running; what was typed before the keys still goes.
+                before = (previous[-1:] + data).split(DETACH_KEYS, 1)[0][len(previous[-1:]):]
+                if before:
+                    inputs.put(helper_pb2.AttachInput(data=before))
+                detached.set()
+                if call is not None:
+                    call.cancel()
+                return
             inputs.put(helper_pb2.AttachInput(data=data))
+            previous = data
 
     def on_resize(number: int, frame: object) -> None:
         new_rows, new_cols = terminal_size()
@@ -110,14 +125,22 @@ def session(
     stdout, stderr = sys.stdout.buffer, sys.stderr.buffer
     try:
         with RawTerminal(tty and interactive):
-            for chunk in app.helper.call("Attach", requests()):
-                target = stderr if chunk.stream == helper_pb2.LogChunk.STREAM_STDERR else stdout
-                target.write(chunk.data)
-                target.flush()
+            call = app.helper.call("Attach", requests())
+            try:
+                for chunk in call:
+                    target = stderr if chunk.stream == helper_pb2.LogChunk.STREAM_STDERR else stdout
+                    target.write(chunk.data)
+                    target.flush()
+            except HutchError:
+                if not detached.is_set():
+                    raise
     finally:
         done.set()
         inputs.put(None)
         for number, handler in previous.items():
             signal.signal(number, handler)
+    if detached.is_set():
+        sys.stderr.write("\r\nhutch: detached; the container keeps running\r\n")
+        return 0
     state = app.helper.call("WaitContainer", helper_pb2.WaitContainerRequest(id=container_id))
     return state.exit_code
