@@ -111,6 +111,10 @@ class HelperClient:
         """
         if name in DEADLINES:
             kwargs.setdefault("timeout", DEADLINES[name])
+        if name in STREAMING and self.autostart and not self.answers():
+            # A stream reports a missing helper only once iterated, too late
+            # to start one here, so check first.
+            self._start_and_wait()
         try:
             return self._invoke(name, request, kwargs)
         except grpc.RpcError as error:
