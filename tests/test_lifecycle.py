@@ -33,16 +33,19 @@ def image(hutch: Hutch, busybox_tar: Path) -> str:
 
 def test_fork_bomb_is_contained(hutch: Hutch, image: str):
     bomb = "bomb() { bomb | bomb & }; bomb; sleep 30"
-    started = time.monotonic()
     container_id = hutch.out("run", "-d", "--pids-limit", "64", image, "sh", "-c", bomb).strip()
-    time.sleep(2)
-    current = Path(f"/sys/fs/cgroup/pids/hutch/0/{container_id}/pids.current").read_text()
-    assert int(current) <= 64
-    assert int(current) >= 32  # the bomb really forked up to the limit
+    current = Path(f"/sys/fs/cgroup/pids/hutch/0/{container_id}/pids.current")
+    highest = 0
+    deadline = time.monotonic() + 20
+    # On a loaded machine the bomb takes a while to reach the limit.
+    while time.monotonic() < deadline and highest < 60:
+        highest = max(highest, int(current.read_text()))
+        assert highest <= 64
+        time.sleep(0.1)
+    assert highest >= 60  # the bomb really forked up to the limit
     # The host still starts processes while the bomb runs.
     assert subprocess.run(["true"]).returncode == 0
     hutch.out("rm", "-f", container_id)
-    assert time.monotonic() - started < 60
 
 
 def test_cpus_half_gets_about_half_a_core(hutch: Hutch, image: str):
