@@ -2,7 +2,10 @@
 """Time hutch against Podman on the same image, in one run, as root.
 
 For each operation the script runs hutch and Podman alternately REPEAT
-times, takes the median wall time of each, and prints hutch/podman. It also
+times, takes the median wall time of each, and prints hutch/podman. Each
+round imports a tar that differs from the earlier ones by one small file,
+and loads its saved archive after removing the image, so both tools extract
+every layer in full. It also
 prints the peak resident memory of hutch's CLI process for each operation
 (from wait4's rusage; hutch-helper is not included for `run`, and is
 reported separately as its own resident size).
@@ -68,6 +71,19 @@ def minbase_tar() -> Path:
     )
     partial.rename(tar)
     return tar
+
+
+def make_variant(rootfs_tar: Path, work: Path, number: int) -> Path:
+    """Return a copy of ROOTFS_TAR with one extra small file, so its digest is new."""
+    variant = work / f"variant-{number}.tar"
+    shutil.copyfile(rootfs_tar, variant)
+    marker = work / f"bench-round-{number}"
+    marker.write_text(f"round {number}\n")
+    subprocess.run(
+        ["tar", "--append", "-f", str(variant), "-C", str(work), marker.name], check=True
+    )
+    marker.unlink()
+    return variant
 
 
 def measure(argv: list[str], env: dict[str, str], stdin=None, stdout=None) -> tuple[float, int]:
@@ -156,18 +172,24 @@ def main() -> int:
                 "run", "--name", "exp", "bench:base", "true"
             )
         for round_number in range(args.repeat):
+            # A tar that differs from every earlier one, so that no tool can
+            # reuse a layer it already stored: import and load extract it all.
+            variant = make_variant(rootfs_tar, work, round_number)
             for tool in (hutch, podman):
                 extra = ["--network", "none"] if tool is podman else []
                 record("run --rm true", tool, tool("run", "--rm", *extra, "bench:base", "true"))
-                record("import", tool, tool("import", str(rootfs_tar), f"bench:i{round_number}"))
+                name = f"bench:v{round_number}"
+                record("import", tool, tool("import", str(variant), name))
                 archive = work / f"{tool.name}.tar"
                 with open(archive, "wb") as out:
-                    record("save", tool, tool("save", "bench:base", stdout=out))
-                tool("rmi", f"bench:i{round_number}")
+                    record("save", tool, tool("save", name, stdout=out))
+                tool("rmi", name)
                 with open(archive, "rb") as source:
                     record("load", tool, tool("load", stdin=source))
+                tool("rmi", name)
                 with open(work / "export.tar", "wb") as out:
                     record("export", tool, tool("export", "exp", stdout=out))
+            variant.unlink()
         cat_seconds = measure(["cat", str(rootfs_tar)], base_env, stdout=None)[0]
         helper_kib = helper_rss_kib(runtime)
     finally:
