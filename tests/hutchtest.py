@@ -34,17 +34,17 @@ class Hutch:
     def argv(self, args: list[str]) -> list[str]:
         return [sys.executable, "-m", "hutch", *args]
 
+    def command(self, args: list[str]) -> tuple[list[str], dict[str, str] | None]:
+        """Return the argv and environment that run hutch ARGS as this instance's user."""
+        if self.user is None:
+            return self.argv(args), {**os.environ, **self.env()}
+        env_args = [f"{k}={v}" for k, v in self.env().items()]
+        return self.user.command(["env", *env_args, *self.argv(args)]), None
+
     def run(
         self, *args: str, input: bytes | None = None, timeout: float = 120, check: bool = False
     ) -> subprocess.CompletedProcess[bytes]:
-        if self.user is None:
-            env = {**os.environ, **self.env()}
-            command = self.argv(list(args))
-        else:
-            env = None
-            command = self.user.command(
-                ["env", *[f"{k}={v}" for k, v in self.env().items()], *self.argv(list(args))]
-            )
+        command, env = self.command(list(args))
         result = subprocess.run(
             command,
             input=input,

@@ -43,12 +43,13 @@ class Terminal:
         self.slave = slave
         # setsid -c makes the pty hutch's controlling terminal, so that
         # a size change reaches it as SIGWINCH.
+        command, env = hutch.command(args)
         self.process = subprocess.Popen(
-            ["setsid", "-c", *hutch.argv(args)],
+            ["setsid", "-c", *command],
             stdin=slave,
             stdout=slave,
             stderr=slave,
-            env={**os.environ, **hutch.env(), "TERM": "xterm"},
+            env=env,
         )
         self.output = b""
 
@@ -188,3 +189,22 @@ def test_logs_of_released_container_from_file(hutch: Hutch, image: str):
     hutch.out("run", "--name", "gone", image, "echo", "kept")
     hutch.out("helper", "stop")
     assert hutch.out("logs", "gone") == "kept\n"
+
+
+def test_rootless_tty_size_and_exit(unprivileged_user, busybox_tar: Path):
+    user_hutch = Hutch(
+        unprivileged_user.home / "store", unprivileged_user.runtime_dir / "hutch", unprivileged_user
+    )
+    try:
+        user_hutch.out("import", "-", "box", input=busybox_tar.read_bytes())
+        terminal = Terminal(user_hutch, ["run", "--rm", "-it", "box", "sh"], rows=27, cols=91)
+        try:
+            terminal.read_until(b"# ")
+            terminal.send(b"stty size; id -u\r")
+            terminal.read_until(b"27 91")
+            terminal.send(b"exit 5\r")
+            assert terminal.wait() == 5
+        finally:
+            terminal.close()
+    finally:
+        user_hutch.cleanup()
