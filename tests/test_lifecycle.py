@@ -184,3 +184,48 @@ def test_negative_stop_timeout_is_125(hutch: Hutch, image: str):
     result = hutch.run("stop", "-t", "-5", container_id)
     assert result.returncode == 125
     assert "Up" in hutch.out("ps")
+
+
+def test_log_max_size_caps_the_log(hutch: Hutch, image: str):
+    script = "i=0; while [ $i -lt 20000 ]; do echo line-$i-padding-padding-padding; i=$((i+1)); done"
+    container_id = hutch.out("run", "-d", "--log-opt", "max-size=64k", image, "sh", "-c", script).strip()
+    hutch.out("wait", container_id)
+    directory = next(p for p in (hutch.store / "containers").iterdir() if p.name == container_id)
+    assert (directory / "log").stat().st_size <= 64 * 1024 + 70 * 1024
+    assert (directory / "log.1").stat().st_size <= 64 * 1024 + 70 * 1024
+    lines = hutch.out("logs", container_id).splitlines()
+    assert lines[-1] == "line-19999-padding-padding-padding"
+    assert len(lines) < 20000
+    result = hutch.run("run", "--rm", "--log-opt", "max-file=3", image, "true")
+    assert result.returncode == 125
+
+
+def test_pause_freezes_and_unpause_resumes(hutch: Hutch, image: str):
+    container_id = hutch.out("run", "-d", image, "sh", "-c", "while :; do :; done").strip()
+    usage = Path(f"/sys/fs/cgroup/cpuacct/hutch/0/{container_id}/cpuacct.usage")
+    hutch.out("pause", container_id)
+    assert "(Paused)" in hutch.out("ps")
+    first = int(usage.read_text())
+    time.sleep(1)
+    assert int(usage.read_text()) - first < 10_000_000  # under 10 ms of cpu while frozen
+    assert hutch.run("pause", container_id).returncode == 125
+    hutch.out("unpause", container_id)
+    first = int(usage.read_text())
+    time.sleep(1)
+    assert int(usage.read_text()) - first > 300_000_000
+    assert hutch.run("unpause", container_id).returncode == 125
+
+
+def test_commit_of_running_container_pauses_then_resumes(hutch: Hutch, image: str):
+    container_id = hutch.out("run", "-d", image, "sh", "-c", "echo v1 > /data; while :; do sleep 0.1; done").strip()
+    time.sleep(0.5)
+    hutch.out("commit", container_id, "busybox:live")
+    assert "(Paused)" not in hutch.out("ps")
+    assert hutch.out("run", "--rm", "busybox:live", "cat", "/data") == "v1\n"
+
+
+def test_stop_of_paused_container(hutch: Hutch, image: str):
+    container_id = hutch.out("run", "-d", image, "sleep", "100").strip()
+    hutch.out("pause", container_id)
+    hutch.out("stop", "-t", "1", container_id)
+    assert hutch.out("wait", container_id).strip() == "137"
