@@ -14,7 +14,7 @@ import stat
 from pathlib import Path
 
 from hutch.errors import HutchError
-from hutch.store.layers import is_opaque, is_whiteout
+from hutch.store.layout import is_opaque, is_whiteout
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
 DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -299,7 +299,7 @@ def test_load_rejects_link_out_of_archive(store: Store, guarded) -> None:
     )
     guarded(
         lambda: store.load(io.BytesIO(archive)),
-        "'manifest.json' links outside the archive",
+        "'manifest.json' is a symlink to '../../etc/passwd', which is outside the archive",
     )
 
 
@@ -381,3 +381,185 @@ def test_devices_skipped_once_without_root(
     messages = [record.getMessage() for record in caplog.records]
     assert sum("device nodes" in message for message in messages) == 1
     assert sum("owners are flattened" in message for message in messages) == 1
+
+
+def archive_of(config: bytes, members: list[tuple[tarfile.TarInfo, bytes]]) -> bytes:
+    """Build a docker-archive whose one image has CONFIG and the layer l.tar.
+
+    MEMBERS come after the config and before manifest.json, so a test decides how
+    l.tar appears: once, twice, or as a link.
+    """
+    config_hex = hashlib.sha256(config).hexdigest()
+    manifest = [{"Config": f"{config_hex}.json", "RepoTags": [], "Layers": ["l.tar"]}]
+    return make_tar(
+        [
+            tar_entry(f"{config_hex}.json", data=config),
+            *members,
+            tar_entry("manifest.json", data=json.dumps(manifest).encode()),
+        ]
+    )
+
+
+def config_for(layer: bytes) -> bytes:
+    diff_id = f"sha256:{hashlib.sha256(layer).hexdigest()}"
+    return json.dumps({"rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode()
+
+
+def test_load_rejects_deep_config(store: Store, guarded) -> None:
+    archive = archive_of(b"[" * 100_000, [tar_entry("l.tar", data=GOOD_LAYER)])
+    error = guarded(lambda: store.load(io.BytesIO(archive)), "more than 64 levels deep")
+    assert str(error).startswith("the config of image 0 of manifest.json ")
+
+
+def test_load_rejects_deep_manifest(store: Store, guarded) -> None:
+    deep = b"[" * 5_000 + b"]" * 5_000
+    archive = make_tar([tar_entry("manifest.json", data=deep)])
+    guarded(lambda: store.load(io.BytesIO(archive)), "more than 64 levels deep")
+
+
+def test_load_accepts_config_at_depth_limit(store: Store) -> None:
+    config = json.loads(config_for(GOOD_LAYER))
+    # Brackets inside strings, after escaped quotes too, are not nesting.
+    config["config"] = {"Labels": {"brackets": '[{ \\" \\\\ ' * 100}}
+    # The config object is level 1, so 63 lists inside it reach level 64.
+    nested: object = "leaf"
+    for _ in range(63):
+        nested = [nested]
+    config["nested"] = nested
+    data = json.dumps(config).encode()
+    archive = archive_of(data, [tar_entry("l.tar", data=GOOD_LAYER)])
+    lines = store.load(io.BytesIO(archive))
+    assert lines == [f"Loaded image ID: sha256:{hashlib.sha256(data).hexdigest()}"]
+
+
+def test_load_rejects_duplicate_member(store: Store, guarded) -> None:
+    archive = archive_of(
+        config_for(GOOD_LAYER),
+        [tar_entry("l.tar", data=GOOD_LAYER), tar_entry("l.tar", data=GOOD_LAYER)],
+    )
+    guarded(
+        lambda: store.load(io.BytesIO(archive)),
+        "the archive has more than one member named 'l.tar'",
+    )
+
+
+def test_load_rejects_duplicate_link(store: Store, guarded) -> None:
+    archive = archive_of(
+        config_for(GOOD_LAYER),
+        [
+            tar_entry("l.tar", data=GOOD_LAYER),
+            tar_entry("./l.tar", tarfile.SYMTYPE, linkname="other"),
+        ],
+    )
+    guarded(
+        lambda: store.load(io.BytesIO(archive)),
+        "the archive has more than one member named './l.tar'",
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "linkname", "expected"),
+    [
+        (
+            tarfile.SYMTYPE,
+            "/etc/shadow",
+            "is a symlink to '/etc/shadow', which is outside",
+        ),
+        (
+            tarfile.LNKTYPE,
+            "/etc/shadow",
+            "is a hard link to '/etc/shadow', which is outside",
+        ),
+        (tarfile.SYMTYPE, "../shadow", "is a symlink to '../shadow', which is outside"),
+        (tarfile.LNKTYPE, "a/../b", "is a hard link to 'a/../b', which is not a valid"),
+        (tarfile.SYMTYPE, ".", "is a symlink to '.', which is the archive's top"),
+    ],
+)
+def test_load_rejects_link_out(
+    store: Store, guarded, kind: bytes, linkname: str, expected: str
+) -> None:
+    archive = archive_of(
+        config_for(GOOD_LAYER), [tar_entry("l.tar", kind, linkname=linkname)]
+    )
+    error = guarded(lambda: store.load(io.BytesIO(archive)), expected)
+    assert str(error).startswith("the archive member 'l.tar' ")
+    assert "unsafe name" not in str(error)
+
+
+@pytest.mark.parametrize("kind", [tarfile.SYMTYPE, tarfile.LNKTYPE])
+def test_load_follows_link_to_member(store: Store, kind: bytes) -> None:
+    """Docker's legacy save links a layer.tar shared by two images to its first copy."""
+    archive = archive_of(
+        config_for(GOOD_LAYER),
+        [
+            tar_entry("first/layer.tar", data=GOOD_LAYER),
+            tar_entry("l.tar", kind, linkname="first/layer.tar"),
+        ],
+    )
+    (line,) = store.load(io.BytesIO(archive))
+    image = store.image(line.rpartition(":")[2])
+    assert (image.layer_dirs[0] / "ok.txt").read_bytes() == b"fine"
+
+
+LONG_NAMES = {
+    "deep": "d/" * 10_000 + "x",
+    "long-component": "c" * 5_000,
+}
+
+
+@pytest.mark.parametrize("case", sorted(LONG_NAMES))
+def test_load_shortens_long_member_name(store: Store, guarded, case: str) -> None:
+    name = LONG_NAMES[case]
+    archive = make_tar([tar_entry(name, data=b"")])
+    error = guarded(lambda: store.load(io.BytesIO(archive)), "has an unsafe name")
+    assert len(str(error)) < 400
+    assert repr(name[:100] + "..." + name[-60:]) in str(error)
+
+
+@pytest.mark.parametrize("case", sorted(LONG_NAMES))
+def test_load_shortens_long_link_target(store: Store, guarded, case: str) -> None:
+    target = LONG_NAMES[case]
+    archive = archive_of(
+        config_for(GOOD_LAYER), [tar_entry("l.tar", tarfile.SYMTYPE, linkname=target)]
+    )
+    error = guarded(lambda: store.load(io.BytesIO(archive)), "is a symlink to")
+    assert len(str(error)) < 400
+    assert repr(target[:100] + "..." + target[-60:]) in str(error)
+
+
+@pytest.mark.parametrize(
+    ("missing", "expected"),
+    [
+        (("m" * 200 + "/") * 10 + "x", "the archive is missing 'mmm"),
+        ("m" * 50_000, "is not a valid member name: name is longer than 4096 bytes"),
+    ],
+    ids=["valid", "too-long"],
+)
+def test_load_shortens_missing_member_name(
+    store: Store, guarded, missing: str, expected: str
+) -> None:
+    config = config_for(GOOD_LAYER)
+    config_hex = hashlib.sha256(config).hexdigest()
+    manifest = [{"Config": f"{config_hex}.json", "Layers": [missing]}]
+    archive = make_tar(
+        [
+            tar_entry(f"{config_hex}.json", data=config),
+            tar_entry("manifest.json", data=json.dumps(manifest).encode()),
+        ]
+    )
+    error = guarded(lambda: store.load(io.BytesIO(archive)), expected)
+    assert str(error).startswith("a layer of image 0 of manifest.json ") or str(
+        error
+    ).startswith("the archive is missing")
+    assert len(str(error)) < 400
+
+
+def test_import_shortens_long_member_name(store: Store, guarded) -> None:
+    # Deep but valid names, under a regular file so the last one cannot be created.
+    name = "f/" + "d/" * 60 + "x" * 3_000
+    layer = make_tar([tar_entry("f", data=b""), tar_entry(name, data=b"")])
+    error = guarded(
+        lambda: store.import_tar(io.BytesIO(layer), ref=None, changes=[]),
+        "member 'f/d/d/",
+    )
+    assert len(str(error)) < 400

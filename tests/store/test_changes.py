@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 from hutch.errors import HutchError
-from hutch.store.config import apply_changes, rfc3339_to_epoch
+from hutch.store.config import (
+    apply_changes,
+    json_depth_exceeds,
+    parse_json,
+    rfc3339_to_epoch,
+)
 
 
 def test_changes_all_instructions() -> None:
@@ -58,6 +63,62 @@ def test_changes_leave_input_alone() -> None:
 def test_changes_invalid(line: str) -> None:
     with pytest.raises(HutchError, match="invalid change"):
         apply_changes({}, [line])
+
+
+def test_changes_reject_deep_json() -> None:
+    line = "CMD " + "[" * 5_000
+    with pytest.raises(HutchError) as caught:
+        apply_changes({}, [line])
+    message = str(caught.value)
+    assert message.startswith("invalid change 'CMD [[[")
+    assert "more than 64 levels deep" in message
+    assert len(message) < 400
+
+
+@pytest.mark.parametrize("instruction", ["EXPOSE", "STOPSIGNAL"])
+def test_changes_shorten_long_line(instruction: str) -> None:
+    line = f"{instruction} " + "8" * 10_000
+    with pytest.raises(HutchError) as caught:
+        apply_changes({}, [line])
+    message = str(caught.value)
+    assert message.startswith(f"invalid change '{instruction} 888")
+    assert "..." in message
+    assert len(message) < 600
+
+
+@pytest.mark.parametrize(
+    ("text", "exceeds"),
+    [
+        ("[" * 64 + "]" * 64, False),
+        ("[" * 65 + "]" * 65, True),
+        ('{"a": ' * 65 + "1" + "}" * 65, True),
+        ("[" * 100_000, True),
+        ('["' + "[" * 100 + '"]', False),
+        ('["\\"' + "[" * 100 + '"]', False),
+        ('["\\\\", ' + "[" * 100 + "]" * 100 + "]", True),
+        ("]" + "[" * 100, False),
+    ],
+    ids=[
+        "at-limit",
+        "over-limit",
+        "objects",
+        "unclosed",
+        "in-string",
+        "after-escaped-quote",
+        "after-escaped-backslash",
+        "unmatched-close",
+    ],
+)
+def test_json_depth(text: str, exceeds: bool) -> None:
+    assert json_depth_exceeds(text, 64) is exceeds
+
+
+def test_parse_json_utf16_depth() -> None:
+    """json.loads reads UTF-16 bytes too, so the check must see through them."""
+    text = '["\\"", ' + "[" * 5_000 + "]" * 5_000 + "]"
+    with pytest.raises(HutchError, match="more than 64 levels deep"):
+        parse_json(text.encode("utf-16"), "the document")
+    assert parse_json('["\\"", [[]]]'.encode("utf-16"), "the document") == ['"', [[]]]
 
 
 def test_rfc3339_parsing() -> None:

@@ -212,7 +212,7 @@ def test_store_root_checks(tmp_path: Path) -> None:
     open_dir = tmp_path / "open"
     open_dir.mkdir()
     open_dir.chmod(0o777)
-    with pytest.raises(HutchError, match="another user can change"):
+    with pytest.raises(HutchError, match="other users can write to"):
         Store.open(open_dir / "store")
 
 

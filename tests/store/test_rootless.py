@@ -120,6 +120,6 @@ def test_rootless_import_commit_export(unprivileged_user, tmp_path: Path) -> Non
     assert "etc/passwd" not in report["owners"]
     assert report["owners"]["etc/new"] == [0, 0]
     assert report["removed"][-1].startswith("Deleted: sha256:")
-    assert report["read_error"].startswith("HutchError: cannot read secret in ")
+    assert report["read_error"].startswith("HutchError: cannot read 'secret' in ")
     assert report["images_after"] == 1
     shutil.rmtree(work, ignore_errors=True)

@@ -11,6 +11,7 @@ are parsed and every digest is checked.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import tarfile
@@ -21,14 +22,21 @@ from typing import Any, BinaryIO, cast
 
 from hutch.errors import HutchError
 from hutch.store import refs
-from hutch.store.blobs import hash_file_range, read_capped, write_blob
-from hutch.store.config import INDEX_MEDIA_TYPE, canonical_json, host_architecture
+from hutch.store.blobs import hash_file_range, write_blob
+from hutch.store.config import (
+    INDEX_MEDIA_TYPE,
+    canonical_json,
+    host_architecture,
+    parse_json,
+)
 from hutch.store.extract import iterate_members, open_tar_stream
 from hutch.store.layout import (
     CHUNK_SIZE,
     Limits,
     is_hex_digest,
     member_components,
+    quoted,
+    read_capped,
     split_digest,
 )
 from hutch.store.tario import ForwardReader, OutputError, RangeReader, TarOutput
@@ -225,6 +233,7 @@ class ArchiveReader:
         self._file: tuple[int, int] | None = None  # (fd, offset of the tar)
         self.members: dict[str, ArchiveMember] = {}
         self.links: dict[str, str] = {}
+        self._scratch_names = (f"member-{number}" for number in itertools.count())
 
     def read(self, source: BinaryIO, file: tuple[int, int] | None = None) -> None:
         """Read the archive SOURCE, an uncompressed tar.
@@ -245,15 +254,21 @@ class ArchiveReader:
             name = self._normalize(member.name, member.name)
             if member.isdir():
                 continue
+            if name in self.members or name in self.links:
+                # The copies could differ, and a check and a load that picked
+                # different copies would disagree, so neither copy is used.
+                raise HutchError(
+                    f"the archive has more than one member named {quoted(member.name)}: "
+                    "an archive must contain each name only once"
+                )
             if member.isreg():
                 self._store_member(member, name)
-            elif member.issym():
-                self.links[name] = self._link_target(member, name, relative=True)
-            elif member.islnk():
-                self.links[name] = self._link_target(member, name, relative=False)
+            elif member.issym() or member.islnk():
+                self.links[name] = self._link_target(member, name)
             else:
                 raise HutchError(
-                    f"the archive member {member.name!r} is not a file, directory or link"
+                    f"the archive member {quoted(member.name)} is not a file, "
+                    "directory or link"
                 )
 
     def _normalize(self, name: str, shown: str) -> str:
@@ -261,36 +276,54 @@ class ArchiveReader:
             parts = member_components(name, self.limits)
         except ValueError as error:
             raise HutchError(
-                f"the archive member {shown!r} has an unsafe name: {error}"
+                f"the archive member {quoted(shown)} has an unsafe name: {error}"
             ) from None
         return "/".join(parts)
 
-    def _link_target(
-        self, member: tarfile.TarInfo, name: str, *, relative: bool
-    ) -> str:
+    def _link_target(self, member: tarfile.TarInfo, name: str) -> str:
+        """Return the member name that the symlink or hard link MEMBER points to.
+
+        docker save before Docker 25 may write a layer.tar that two images share as a
+        symlink to its first copy, so links are kept, but only as references to other
+        members: no link target is ever looked up outside the archive.
+        """
+        kind = "symlink" if member.issym() else "hard link"
         target = member.linkname
-        if relative and not target.startswith("/"):
+        problem = (
+            f"the archive member {quoted(member.name)} is a {kind} to "
+            f"{quoted(target)}, which"
+        )
+        hint = (
+            "an image archive contains only files, directories and links to its members"
+        )
+        if target.startswith("/"):
+            raise HutchError(f"{problem} is outside the archive: {hint}")
+        if member.issym():
             base = name.rpartition("/")[0]
             stack: list[str] = base.split("/") if base else []
             for part in target.split("/"):
                 if part == "..":
                     if not stack:
-                        raise HutchError(
-                            f"the archive member {member.name!r} links outside the archive"
-                        )
+                        raise HutchError(f"{problem} is outside the archive: {hint}")
                     stack.pop()
                 elif part not in ("", "."):
                     stack.append(part)
             target = "/".join(stack)
-        return self._normalize(target, member.name)
+        try:
+            parts = member_components(target, self.limits)
+        except ValueError as error:
+            raise HutchError(f"{problem} is not a valid member name: {error}") from None
+        if not parts:
+            raise HutchError(f"{problem} is the archive's top directory: {hint}")
+        return "/".join(parts)
 
     def _store_member(self, member: tarfile.TarInfo, name: str) -> None:
         if member.sparse is not None:
             raise HutchError(
-                f"the archive member {member.name!r} is a sparse file, "
+                f"the archive member {quoted(member.name)} is a sparse file, "
                 "which no docker-archive or oci-archive contains"
             )
-        subject = f"the archive member {member.name!r}"
+        subject = f"the archive member {quoted(member.name)}"
         if self._file is not None and member.size >= CHUNK_SIZE:
             fd, base = self._file
             digest = hash_file_range(fd, base + member.offset_data, member.size)
@@ -301,7 +334,7 @@ class ArchiveReader:
                 return
         self._source.seek(member.offset_data)
         data = RangeReader(self._source, member.size)
-        file_name = f"member-{len(self.members)}"
+        file_name = next(self._scratch_names)
         try:
             digest, size = write_blob(
                 cast(BinaryIO, data),
@@ -317,7 +350,13 @@ class ArchiveReader:
 
     def member(self, name: str, subject: str) -> ArchiveMember:
         """Return the regular member NAME, following links, or raise when it is missing."""
-        normalized = self._normalize(name, name)
+        try:
+            normalized = "/".join(member_components(name, self.limits))
+        except ValueError as error:
+            raise HutchError(
+                f"{subject} is named {quoted(name)}, which is not a valid member "
+                f"name: {error}"
+            ) from None
         for _ in range(_MAX_LINK_HOPS):
             if normalized in self.members:
                 return self.members[normalized]
@@ -325,7 +364,8 @@ class ArchiveReader:
                 break
             normalized = self.links[normalized]
         raise HutchError(
-            f"the archive is missing {name!r} ({subject}): it is incomplete or damaged"
+            f"the archive is missing {quoted(name)} ({subject}): "
+            "it is incomplete or damaged"
         )
 
     def has(self, name: str) -> bool:
@@ -333,7 +373,7 @@ class ArchiveReader:
 
     def json(self, name: str, subject: str) -> Any:
         member = self.member(name, subject)
-        return _parse_json(
+        return parse_json(
             read_capped(member.path, self.limits.max_json_bytes, subject), subject
         )
 
@@ -409,7 +449,7 @@ class ArchiveReader:
     def _oci_manifest(self, descriptor: Any, subject: str) -> dict[str, Any]:
         for _ in range(_MAX_LINK_HOPS):
             member = self._descriptor_blob(descriptor, subject)
-            document = _parse_json(
+            document = parse_json(
                 read_capped(member.path, self.limits.max_json_bytes, subject), subject
             )
             if not isinstance(document, dict):
@@ -450,7 +490,7 @@ class ArchiveReader:
     def _attach_layers(
         self, image: ImageSpec, members: list[ArchiveMember], subject: str
     ) -> ImageSpec:
-        config = _parse_json(image.config, f"the config of {subject}")
+        config = parse_json(image.config, f"the config of {subject}")
         rootfs = config.get("rootfs") if isinstance(config, dict) else None
         diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
         if not isinstance(diff_ids, list):
@@ -473,20 +513,14 @@ class ArchiveReader:
         return image
 
 
-def _parse_json(data: bytes, subject: str) -> Any:
-    try:
-        return json.loads(data)
-    except ValueError as error:
-        raise HutchError(f"{subject} is not valid JSON: {error}") from None
-
-
 def _check_named_digest(member: ArchiveMember, name: str) -> None:
     """Check a member whose name carries its digest: blobs/sha256/<hex> or <hex>.json."""
     stem = name.rsplit("/", 1)[-1].removesuffix(".json")
     named = name.startswith("blobs/sha256/") or name.endswith(".json")
     if named and is_hex_digest(stem) and stem != member.digest:
         raise HutchError(
-            f"the archive member {name!r} has the digest sha256:{member.digest}: it is corrupt"
+            f"the archive member {quoted(name)} has the digest "
+            f"sha256:{member.digest}: it is corrupt"
         )
 
 

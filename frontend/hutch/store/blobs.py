@@ -426,14 +426,6 @@ def _copy_data_by_reading(
     return len(data)
 
 
-def read_capped(path: Path, limit: int, subject: str) -> bytes:
-    """Return the contents of PATH, or raise when it is larger than LIMIT bytes."""
-    size = os.stat(path).st_size
-    if size > limit:
-        raise HutchError(f"{subject} is {size} bytes, more than the limit of {limit}")
-    return path.read_bytes()
-
-
 def new_temp_file(directory: Path, name: str) -> BinaryIO:
     """Create DIRECTORY/NAME, which must not exist yet, and open it for writing."""
     fd = os.open(

@@ -6,15 +6,22 @@ import copy
 import datetime
 import json
 import platform
+import re
 import shlex
 from typing import Any
 
 from hutch.errors import HutchError
+from hutch.store.layout import quoted
 
 CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
 LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar"
+
+# Image configs, manifests and indexes usually nest four or five levels. Deeper
+# JSON is rejected before json.loads, whose C parser recurses once per level.
+MAX_JSON_DEPTH = 64
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
 
 _ARCHITECTURES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}
 _SIGNALS = frozenset(
@@ -28,6 +35,60 @@ def canonical_json(value: Any) -> bytes:
     return json.dumps(
         value, sort_keys=True, separators=(",", ":"), ensure_ascii=False
     ).encode()
+
+
+def parse_json(data: bytes | str, subject: str) -> Any:
+    """Parse the untrusted JSON DATA, raising HutchError naming SUBJECT when it is invalid.
+
+    Arrays and objects nested more than MAX_JSON_DEPTH levels deep are rejected
+    before parsing, so hostile input cannot exhaust the recursion limit.
+    """
+    if isinstance(data, bytes):
+        # The same decoding as json.loads of bytes: UTF-8, UTF-16 or UTF-32.
+        try:
+            data = data.decode(json.detect_encoding(data), "surrogatepass")
+        except UnicodeDecodeError as error:
+            raise HutchError(f"{subject} is not valid JSON: {error}") from None
+    if json_depth_exceeds(data, MAX_JSON_DEPTH):
+        raise HutchError(
+            f"{subject} nests arrays and objects more than {MAX_JSON_DEPTH} levels "
+            "deep, more than hutch accepts"
+        )
+    try:
+        return json.loads(data)
+    except RecursionError:
+        # Only reached when the stack was already deep, because the check above
+        # keeps the nesting at MAX_JSON_DEPTH.
+        raise HutchError(f"{subject} nests too deeply to be parsed") from None
+    except ValueError as error:
+        raise HutchError(f"{subject} is not valid JSON: {error}") from None
+
+
+def json_depth_exceeds(text: str, limit: int) -> bool:
+    """Return whether the JSON TEXT nests arrays and objects deeper than LIMIT.
+
+    The result is exact for valid JSON. For invalid JSON it is exact up to the
+    first error, which is as far as json.loads reads, so a False result still
+    bounds how deep json.loads recurses.
+    """
+    # In valid JSON a backslash occurs only inside strings, where it starts an
+    # escape: dropping the escaped backslashes first, and then every escaped
+    # quote, leaves one '"' at each end of every string.
+    unescaped = text.replace("\\\\", "").replace('\\"', "")
+    outside_strings = "".join(unescaped.split('"')[0::2])
+    brackets = _NOT_BRACKETS.sub("", outside_strings)
+    depth = 0
+    for character in brackets:
+        if character in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+            if depth < 0:
+                # An unmatched closing bracket: json.loads stops with an error here.
+                return False
+    return False
 
 
 def now_rfc3339() -> str:
@@ -106,12 +167,12 @@ def apply_changes(config: dict[str, Any], changes: list[str]) -> dict[str, Any]:
         if handler is None:
             names = ", ".join(sorted(_CHANGE_HANDLERS))
             raise HutchError(
-                f"invalid change {line!r}: the instruction must be one of {names}"
+                f"invalid change {quoted(line)}: the instruction must be one of {names}"
             )
         argument = argument.strip()
         if not argument:
             raise HutchError(
-                f"invalid change {line!r}: {instruction.upper()} needs an argument"
+                f"invalid change {quoted(line)}: {instruction.upper()} needs an argument"
             )
         handler(container, argument, line)
     return result
@@ -119,15 +180,12 @@ def apply_changes(config: dict[str, Any], changes: list[str]) -> dict[str, Any]:
 
 def _command(argument: str, line: str) -> list[str]:
     if argument.startswith("["):
-        try:
-            value = json.loads(argument)
-        except ValueError:
-            value = None
+        value = parse_json(argument, f"invalid change {quoted(line)}: the JSON form")
         if not isinstance(value, list) or not all(
             isinstance(item, str) for item in value
         ):
             raise HutchError(
-                f"invalid change {line!r}: the JSON form must be a list of strings"
+                f"invalid change {quoted(line)}: the JSON form must be a list of strings"
             )
         return value
     return ["/bin/sh", "-c", argument]
@@ -145,7 +203,7 @@ def _key_values(argument: str, line: str) -> list[tuple[str, str]]:
     try:
         words = shlex.split(argument)
     except ValueError as error:
-        raise HutchError(f"invalid change {line!r}: {error}") from None
+        raise HutchError(f"invalid change {quoted(line)}: {error}") from None
     if words and "=" not in words[0]:
         # The old "ENV KEY VALUE" form: everything after the key is the value.
         key, _, value = argument.partition(" ")
@@ -155,7 +213,7 @@ def _key_values(argument: str, line: str) -> list[tuple[str, str]]:
         key, equals, value = word.partition("=")
         if not equals or not key:
             raise HutchError(
-                f"invalid change {line!r}: expected KEY=VALUE, got {word!r}"
+                f"invalid change {quoted(line)}: expected KEY=VALUE, got {quoted(word)}"
             )
         pairs.append((key, value))
     return pairs
@@ -184,7 +242,7 @@ def _set_workdir(container: dict[str, Any], argument: str, line: str) -> None:
 def _set_user(container: dict[str, Any], argument: str, line: str) -> None:
     if any(character.isspace() for character in argument):
         raise HutchError(
-            f"invalid change {line!r}: USER takes one NAME[:GROUP] or UID[:GID]"
+            f"invalid change {quoted(line)}: USER takes one NAME[:GROUP] or UID[:GID]"
         )
     container["User"] = argument
 
@@ -196,11 +254,12 @@ def _set_expose(container: dict[str, Any], argument: str, line: str) -> None:
         protocol = protocol or "tcp"
         if (
             not port.isdigit()
+            or len(port) > 5  # int() rejects strings of more than 4300 digits
             or not 0 < int(port) < 65536
             or protocol not in ("tcp", "udp", "sctp")
         ):
             raise HutchError(
-                f"invalid change {line!r}: {word!r} is not PORT[/tcp|udp|sctp]"
+                f"invalid change {quoted(line)}: {quoted(word)} is not PORT[/tcp|udp|sctp]"
             )
         ports[f"{int(port)}/{protocol}"] = {}
     container["ExposedPorts"] = ports
@@ -208,9 +267,10 @@ def _set_expose(container: dict[str, Any], argument: str, line: str) -> None:
 
 def _set_stopsignal(container: dict[str, Any], argument: str, line: str) -> None:
     name = argument.upper().removeprefix("SIG")
-    if not (argument.isdigit() and 0 < int(argument) < 65) and name not in _SIGNALS:
+    number = argument.isdigit() and len(argument) <= 2 and 0 < int(argument) < 65
+    if not number and name not in _SIGNALS:
         raise HutchError(
-            f"invalid change {line!r}: {argument!r} is not a signal name or number"
+            f"invalid change {quoted(line)}: {quoted(argument)} is not a signal name or number"
         )
     container["StopSignal"] = argument
 

@@ -30,7 +30,7 @@ from typing import BinaryIO, cast
 
 from hutch.errors import HutchError
 from hutch.store.blobs import copy_range
-from hutch.store.layout import CHUNK_SIZE, Limits, member_components
+from hutch.store.layout import CHUNK_SIZE, Limits, member_components, quoted
 
 logger = logging.getLogger(__name__)
 
@@ -359,7 +359,7 @@ class LayerExtractor:
         if target_key not in self._inodes:
             raise self._error(
                 member.name,
-                f"is a hard link to {member.linkname!r}, which is not a file extracted earlier "
+                f"is a hard link to {quoted(member.linkname)}, which is not a file extracted earlier "
                 "from this layer",
             )
         if target_parts == parts:
@@ -376,7 +376,7 @@ class LayerExtractor:
             if (info.st_dev, info.st_ino) != self._inodes[target_key]:
                 raise self._error(
                     member.name,
-                    f"is a hard link to {member.linkname!r}, which was replaced",
+                    f"is a hard link to {quoted(member.linkname)}, which was replaced",
                 )
             parent_fd = self._open_parent(parts, member.name)
             self._remove_existing(parent_fd, parts, member.name)
@@ -592,7 +592,7 @@ class LayerExtractor:
 
     def _error(self, member_name: str, problem: str) -> HutchError:
         return HutchError(
-            f"{self.subject}: member {member_name!r} {problem}, so nothing was stored"
+            f"{self.subject}: member {quoted(member_name)} {problem}, so nothing was stored"
         )
 
 

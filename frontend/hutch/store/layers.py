@@ -25,36 +25,13 @@ from typing import BinaryIO, cast
 
 from hutch.errors import HutchError
 from hutch.store.extract import OPAQUE_MARKER, RESERVED_XATTR_PREFIXES, WHITEOUT_PREFIX
+from hutch.store.layout import OPAQUE_XATTRS, is_opaque, is_whiteout, quoted  # noqa: F401
 from hutch.store.tario import OutputError, TarOutput
 
-OPAQUE_XATTRS = ("user.overlay.opaque", "trusted.overlay.opaque")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # Only these xattr namespaces are copied into tars, because security.selinux
 # labels and the like describe the host, not the image.
 _COPIED_XATTR_PREFIXES = ("user.", "security.capability")
-
-
-def is_whiteout(info: os.stat_result) -> bool:
-    """Return whether INFO describes an overlayfs whiteout (a 0:0 character device)."""
-    return stat.S_ISCHR(info.st_mode) and info.st_rdev == 0
-
-
-def is_opaque(directory_fd: int) -> bool:
-    """Return whether the directory open at DIRECTORY_FD is an opaque overlayfs directory."""
-    for name in OPAQUE_XATTRS:
-        try:
-            if os.getxattr(directory_fd, name) == b"y":
-                return True
-        except OSError as error:
-            if error.errno not in (
-                errno.ENODATA,
-                errno.ENOTSUP,
-                errno.EPERM,
-                errno.EACCES,
-            ):
-                raise
-    return False
-
 
 class _TreeTarWriter:
     """Turn filesystem entries reached through directory fds into tar members."""
@@ -124,7 +101,8 @@ class _TreeTarWriter:
             opened = os.fstat(fd)
             if (opened.st_dev, opened.st_ino) != (info.st_dev, info.st_ino):
                 raise HutchError(
-                    f"{member.name} changed while it was read: stop the container and retry"
+                    f"{quoted(member.name)} changed while it was read: "
+                    "stop the container and retry"
                 )
             member.size = opened.st_size
             self._add_xattrs(member, fd)
@@ -187,7 +165,7 @@ def _tree_writer(out: BinaryIO, source: Path) -> Iterator[_TreeTarWriter]:
     except OSError as error:
         path = writer.current if writer is not None else ""
         raise HutchError(
-            f"cannot read {path or '/'} in {source}: {error.strerror}: "
+            f"cannot read {quoted(path or '/')} in {source}: {error.strerror}: "
             "check its permissions, or stop the container and retry"
         ) from None
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import errno
 import os
-import shutil
 import stat
 import uuid
 from collections.abc import Iterator
@@ -67,7 +67,7 @@ def split_digest(value: str, subject: str) -> str:
     algorithm, _, hex_part = value.partition(":")
     if algorithm != "sha256" or not is_hex_digest(hex_part):
         raise HutchError(
-            f"invalid digest {value!r} in {subject}: expected sha256:<64 hex>"
+            f"invalid digest {quoted(value)} in {subject}: expected sha256:<64 hex>"
         )
     return hex_part
 
@@ -101,6 +101,22 @@ def member_components(name: str, limits: Limits) -> list[str]:
                 f"a component is longer than {limits.max_component_length} bytes"
             )
     return parts
+
+
+# A message shows a long name from input as its first and last characters.
+_SHOWN_HEAD = 100
+_SHOWN_TAIL = 60
+
+
+def quoted(text: str) -> str:
+    """Return repr(TEXT) for a message, with its middle cut out when TEXT is long.
+
+    Member names, link targets and --change lines come from input and may run to
+    thousands of characters, so a message keeps the first 100 and last 60 of them.
+    """
+    if len(text) <= _SHOWN_HEAD + _SHOWN_TAIL + 3:
+        return repr(text)
+    return repr(text[:_SHOWN_HEAD] + "..." + text[-_SHOWN_TAIL:])
 
 
 class Layout:
@@ -245,6 +261,14 @@ def atomic_write(path: Path, data: bytes, tmp_dir: Path) -> None:
         raise
 
 
+def read_capped(path: Path, limit: int, subject: str) -> bytes:
+    """Return the contents of PATH, or raise when it is larger than LIMIT bytes."""
+    size = os.stat(path).st_size
+    if size > limit:
+        raise HutchError(f"{subject} is {size} bytes, more than the limit of {limit}")
+    return path.read_bytes()
+
+
 def remove_tree(path: Path) -> None:
     """Remove PATH and everything under it, even directories whose mode blocks the owner.
 
@@ -260,6 +284,9 @@ def remove_tree(path: Path) -> None:
         return
     if os.geteuid() != 0:
         _make_owner_writable(path, info)
+    # shutil imports zlib, bz2 and lzma, which opening the store does not need.
+    import shutil
+
     shutil.rmtree(path)
 
 
@@ -306,12 +333,41 @@ def _check_ancestors(root: Path) -> None:
         if stat.S_ISLNK(info.st_mode):
             ancestor = Path(os.path.realpath(ancestor))
             info = os.stat(ancestor)
-        trusted_owner = info.st_uid in (0, os.geteuid())
-        sticky = bool(info.st_mode & stat.S_ISVTX)
-        writable_by_others = bool(info.st_mode & 0o022) and not sticky
-        if not trusted_owner or writable_by_others:
-            mode = stat.S_IMODE(info.st_mode)
+        mode = stat.S_IMODE(info.st_mode)
+        if info.st_uid not in (0, os.geteuid()):
             raise HutchError(
-                f"image store path {root} is inside {ancestor}, which another user can "
-                f"change (owner uid {info.st_uid}, mode {mode:04o}): put the store elsewhere"
+                f"image store path {root} is inside {ancestor}, which is owned by "
+                f"another user (uid {info.st_uid}): put the store elsewhere"
             )
+        sticky = bool(info.st_mode & stat.S_ISVTX)
+        if info.st_mode & 0o022 and not sticky:
+            raise HutchError(
+                f"image store path {root} is inside {ancestor}, which other users can "
+                f"write to (mode {mode:04o}): put the store elsewhere"
+            )
+
+
+# overlayfs marks, as the store's layer dirs and containers' upper dirs hold them.
+OPAQUE_XATTRS = ("user.overlay.opaque", "trusted.overlay.opaque")
+
+
+def is_whiteout(info: os.stat_result) -> bool:
+    """Return whether INFO describes an overlayfs whiteout (a 0:0 character device)."""
+    return stat.S_ISCHR(info.st_mode) and info.st_rdev == 0
+
+
+def is_opaque(directory_fd: int) -> bool:
+    """Return whether the directory open at DIRECTORY_FD is an opaque overlayfs directory."""
+    for name in OPAQUE_XATTRS:
+        try:
+            if os.getxattr(directory_fd, name) == b"y":
+                return True
+        except OSError as error:
+            if error.errno not in (
+                errno.ENODATA,
+                errno.ENOTSUP,
+                errno.EPERM,
+                errno.EACCES,
+            ):
+                raise
+    return False

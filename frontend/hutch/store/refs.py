@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 
 from hutch.errors import HutchError
+from hutch.store.layout import quoted
 
 MAX_NAME_LENGTH = 255
 DEFAULT_TAG = "latest"
@@ -47,7 +48,7 @@ def parse_reference(text: str) -> Reference:
     """Parse NAME[:TAG], or raise HutchError naming TEXT when it is not a valid name."""
     if "@" in text:
         raise HutchError(
-            f"invalid image name {text!r}: digest references are not supported"
+            f"invalid image name {quoted(text)}: digest references are not supported"
         )
     name, tag = text, DEFAULT_TAG
     last_colon = text.rfind(":")
@@ -55,12 +56,12 @@ def parse_reference(text: str) -> Reference:
         name, tag = text[:last_colon], text[last_colon + 1 :]
         if not _TAG_RE.fullmatch(tag):
             raise HutchError(
-                f"invalid image name {text!r}: the tag must match [A-Za-z0-9_][A-Za-z0-9_.-]* "
+                f"invalid image name {quoted(text)}: the tag must match [A-Za-z0-9_][A-Za-z0-9_.-]* "
                 "and be at most 128 characters"
             )
     if len(name) > MAX_NAME_LENGTH:
         raise HutchError(
-            f"invalid image name {text!r}: longer than {MAX_NAME_LENGTH} characters"
+            f"invalid image name {quoted(text)}: longer than {MAX_NAME_LENGTH} characters"
         )
     if not _NAME_RE.fullmatch(name):
         hint = (
@@ -68,7 +69,9 @@ def parse_reference(text: str) -> Reference:
             if name.lower() != name
             else "use [a-z0-9] separated by . _ -"
         )
-        raise HutchError(f"invalid image name {text!r}: {hint}, and / between parts")
+        raise HutchError(
+            f"invalid image name {quoted(text)}: {hint}, and / between parts"
+        )
     return Reference(name, tag)
 
 

@@ -18,28 +18,11 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from hutch.errors import HutchError
-from hutch.store import archive
 from hutch.store import config as image_config
 from hutch.store import refs as names
-from hutch.store.blobs import (
-    HashingReader,
-    HashingWriter,
-    PeekableReader,
-    close_stream,
-    compression_of,
-    detect_compression,
-    hash_file_range,
-    new_temp_file,
-    open_decompressed,
-    read_capped,
-    regular_file_position,
-    write_blob,
-)
-from hutch.store.extract import extract_layer
-from hutch.store.layers import write_diff_tar, write_merged_tar
 from hutch.store.layout import (
     CHUNK_SIZE,
     DEFAULT_LIMITS,
@@ -48,9 +31,16 @@ from hutch.store.layout import (
     Limits,
     default_root,
     is_hex_digest,
+    read_capped,
     remove_tree,
     split_digest,
 )
+
+# Opening the store and looking up an image need none of the modules that read
+# and write tars and compressed streams (tarfile, gzip, lzma, bz2, zlib and
+# hutch's own), so the methods that handle content import them when called.
+if TYPE_CHECKING:
+    from hutch.store import archive
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +64,15 @@ class Image:
         return f"sha256:{self.id}"
 
 
+def _import_content_modules() -> None:
+    """Import every module that reads archives, layers or container trees.
+
+    Each method that handles content calls this before it reads any, so no module
+    is first imported while an untrusted tree is open.
+    """
+    from hutch.store import archive, layers  # noqa: F401
+
+
 class _Staging:
     """Blobs and layer directories prepared in a scratch directory, waiting to be published."""
 
@@ -90,6 +89,8 @@ class _Staging:
         return f"{kind}-{next(self._counter)}"
 
     def add_bytes(self, data: bytes) -> str:
+        from hutch.store.blobs import new_temp_file
+
         hex_digest = hashlib.sha256(data).hexdigest()
         path = self.scratch / self.new_name("blob")
         with new_temp_file(self.scratch, path.name) as file:
@@ -259,6 +260,7 @@ class Store:
 
         The tar may be plain, gzip, xz, bzip2 or zstd, detected from its first bytes.
         """
+        _import_content_modules()
         name = names.normalize_reference(ref) if ref else None
         image_config.apply_changes(
             {}, changes
@@ -306,6 +308,10 @@ class Store:
         NOTE: UPPER is read as it is, so the caller must stop or freeze a running
         container first to get a consistent layer.
         """
+        _import_content_modules()
+        from hutch.store.blobs import HashingWriter, new_temp_file
+        from hutch.store.layers import write_diff_tar
+
         name = names.normalize_reference(ref) if ref else None
         image_config.apply_changes({}, changes)
         if len(base.diff_ids) + 1 > self.limits.max_layers:
@@ -347,6 +353,9 @@ class Store:
 
     def export(self, image: Image, upper: Path | None, out: BinaryIO) -> None:
         """Write the merged filesystem of IMAGE's layers and UPPER to OUT as one tar."""
+        _import_content_modules()
+        from hutch.store.layers import write_merged_tar
+
         write_merged_tar(image.layer_dirs, upper, out)
 
     # -- save and load ---------------------------------------------------------
@@ -356,13 +365,16 @@ class Store:
         refs: list[str],
         out: BinaryIO,
         *,
-        fmt: str = archive.DOCKER_ARCHIVE,
+        fmt: str = "docker-archive",
     ) -> None:
         """Write the images REFS name to OUT as one docker-archive or oci-archive.
 
         An image named by NAME[:TAG] carries that name in the archive. One named by id
         carries none, as with docker save.
         """
+        _import_content_modules()
+        from hutch.store import archive
+
         if fmt not in archive.FORMATS:
             raise HutchError(
                 f"unknown archive format {fmt!r}: use one of {', '.join(archive.FORMATS)}"
@@ -406,6 +418,15 @@ class Store:
         Return the report lines: "Loaded image: NAME", or "Loaded image ID: sha256:…"
         for an image without names.
         """
+        _import_content_modules()
+        from hutch.store import archive
+        from hutch.store.blobs import (
+            close_stream,
+            compression_of,
+            open_decompressed,
+            regular_file_position,
+        )
+
         with self.layout.scratch("load") as scratch:
             members = scratch / "members"
             members.mkdir(mode=0o700)
@@ -476,6 +497,14 @@ class Store:
     def _stage_loaded_layer(
         self, staging: _Staging, layer: archive.LayerSpec, subject: str
     ) -> tuple[str, int]:
+        from hutch.store.blobs import (
+            HashingReader,
+            PeekableReader,
+            close_stream,
+            detect_compression,
+            open_decompressed,
+        )
+
         member = layer.member
         with open(member.path, "rb", buffering=CHUNK_SIZE) as raw:
             compressed = bool(detect_compression(PeekableReader(raw)))
@@ -544,6 +573,12 @@ class Store:
         Only a regular file can be hashed without copying it. The stored layer is
         used, so a change to the file after it was hashed cannot matter.
         """
+        from hutch.store.blobs import (
+            compression_of,
+            hash_file_range,
+            regular_file_position,
+        )
+
         located = regular_file_position(source)
         if located is None:
             return None
@@ -565,6 +600,8 @@ class Store:
         self, staging: _Staging, source: BinaryIO, subject: str
     ) -> tuple[Path, str, int]:
         """Decompress SOURCE into a new scratch blob; return (path, sha256 hex, size)."""
+        from hutch.store.blobs import close_stream, open_decompressed
+
         stream = open_decompressed(source, subject)
         try:
             return self._write_blob(staging, stream, subject)
@@ -574,6 +611,8 @@ class Store:
     def _write_blob(
         self, staging: _Staging, stream: BinaryIO, subject: str
     ) -> tuple[Path, str, int]:
+        from hutch.store.blobs import write_blob
+
         path = staging.scratch / staging.new_name("blob")
         hex_digest, size = write_blob(
             stream, path, limit=self.limits.max_layer_bytes, subject=subject
@@ -588,6 +627,8 @@ class Store:
         A layer already in the store or staged is not extracted again: the same digest
         means the same tar.
         """
+        from hutch.store.extract import extract_layer
+
         if diff_id in staging.layers:
             return
         if self._has_layer(diff_id):
