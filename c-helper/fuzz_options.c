@@ -83,7 +83,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 		cgroup_parse_argv(argc, argv, &req, &first, &err);
 	} else {
-		struct spawn_plan plan = { .log_fd = -1, .status_fd = -1 };
+		struct spawn_plan plan = { .log_fd = -1, .status_fd = -1, .log_rotate_fd = -1 };
 
 		spawn_parse_argv(argc, argv, &plan, &err);
 		for (size_t i = 0; i < plan.volume_count; i++)

@@ -8,6 +8,12 @@
  * read yet waits in one buffer. While that buffer is not empty, the
  * monitor reads no more frames from the client, so a slow reader slows
  * the client down instead of growing memory.
+ *
+ * With --log-max-bytes the log is rotated: before a record that would take
+ * it past the maximum, the monitor copies it into --log-rotate-fd, which
+ * keeps that one older generation, and truncates it to 0 bytes. Output is
+ * read in chunks small enough that one record always fits, so neither file
+ * grows past the maximum.
  */
 #define _GNU_SOURCE
 #include "spawn.h"
@@ -21,6 +27,7 @@
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <time.h>
@@ -29,6 +36,8 @@
 static const int forwarded_signals[] = { SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 };
 
 #define COPY_BUFFER_SIZE 65536
+/* Room for "o SECONDS.NANOSECONDS LENGTH\n" and the NUL that snprintf adds. */
+#define RECORD_HEADER_MAX 64
 #define FRAME_HEADER_SIZE 5          /* type byte, 32-bit big-endian length */
 #define FRAME_MAX_PAYLOAD 65536
 /* After the process is reaped, pty output that does not come within this time is dropped. */
@@ -48,6 +57,8 @@ struct monitor {
 	bool reaped;
 	int wait_status;
 	bool log_failed;     /* after one failed write, output is drained but dropped */
+	uint64_t log_size;   /* bytes in the log file, with --log-max-bytes */
+	size_t read_max;     /* bytes of output read into one record */
 
 	int out, err;        /* stdout and stderr pipes, -1 at EOF */
 	int master;          /* pty master (--tty), -1 at EOF */
@@ -83,11 +94,117 @@ static void print_error(const char *step, const char *object, int errnum)
 	err_print(&err);
 }
 
-/* Write one record: "o SECONDS.NANOSECONDS LENGTH\n" and the bytes. */
+/* writev that retries on EINTR and writes the rest of a short write. */
+static int writev_all(int fd, struct iovec *iov, int count)
+{
+	while (count > 0) {
+		ssize_t n = writev(fd, iov, count);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		while (count > 0 && (size_t)n >= iov->iov_len) {
+			n -= (ssize_t)iov->iov_len;
+			iov++;
+			count--;
+		}
+		if (count > 0) {
+			iov->iov_base = (char *)iov->iov_base + n;
+			iov->iov_len -= (size_t)n;
+		}
+	}
+	return 0;
+}
+
+/* Copy bytes OFFSET to SIZE of FROM to the file position of TO with pread and write. */
+static int copy_by_reading(int from, int to, off_t offset, uint64_t size, struct hutch_error *err)
+{
+	static char buf[COPY_BUFFER_SIZE];
+
+	while ((uint64_t)offset < size) {
+		size_t want = size - (uint64_t)offset < sizeof(buf) ? size - (uint64_t)offset
+								     : sizeof(buf);
+		ssize_t n = pread(from, buf, want, offset);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return err_sys(err, errno, "pread", "--log-fd");
+		/* The file is shorter than the monitor counted: someone else truncated it. */
+		if (n == 0)
+			return 0;
+		if (write_all(to, buf, (size_t)n) < 0)
+			return err_sys(err, errno, "write", "--log-rotate-fd");
+		offset += n;
+	}
+	return 0;
+}
+
+/*
+ * Copy the first SIZE bytes of FROM to the file position of TO. When
+ * copy_file_range cannot copy between these files (EXDEV across some file
+ * systems, EBADF when TO is O_APPEND, EINVAL or EOPNOTSUPP on file systems
+ * without support), the rest is copied with pread and write.
+ */
+static int copy_log(int from, int to, uint64_t size, struct hutch_error *err)
+{
+	off_t offset = 0;
+
+	while ((uint64_t)offset < size) {
+		ssize_t n = copy_file_range(from, &offset, to, NULL, size - (uint64_t)offset, 0);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EXDEV || errno == EBADF || errno == EINVAL ||
+			      errno == EOPNOTSUPP || errno == ENOSYS))
+			return copy_by_reading(from, to, offset, size, err);
+		if (n < 0)
+			return err_sys(err, errno, "copy_file_range", "--log-fd");
+		if (n == 0)
+			return 0;
+	}
+	return 0;
+}
+
+/*
+ * Replace the rotate file's content with the log's, then empty the log.
+ * Both file positions go back to 0, so fds opened without O_APPEND keep
+ * writing at the end and leave no hole.
+ */
+static int rotate_log(struct monitor *mon, struct hutch_error *err)
+{
+	int log_fd = mon->plan->log_fd;
+	int rotate_fd = mon->plan->log_rotate_fd;
+
+	if (ftruncate(rotate_fd, 0) < 0)
+		return err_sys(err, errno, "ftruncate", "--log-rotate-fd");
+	if (lseek(rotate_fd, 0, SEEK_SET) < 0)
+		return err_sys(err, errno, "lseek", "--log-rotate-fd");
+	if (copy_log(log_fd, rotate_fd, mon->log_size, err) < 0)
+		return -1;
+	if (ftruncate(log_fd, 0) < 0)
+		return err_sys(err, errno, "ftruncate", "--log-fd");
+	if (lseek(log_fd, 0, SEEK_SET) < 0)
+		return err_sys(err, errno, "lseek", "--log-fd");
+	mon->log_size = 0;
+	return 0;
+}
+
+/* Without --log-max-bytes, LOG_SIZE is not counted and the log is never rotated. */
+static bool needs_rotation(const struct monitor *mon, size_t record_len)
+{
+	uint64_t max = mon->plan->log_max_bytes;
+
+	return max > 0 && mon->log_size > 0 && mon->log_size + record_len > max;
+}
+
+/* Write one record, "o SECONDS.NANOSECONDS LENGTH\n" and the bytes, with one writev. */
 static void write_record(struct monitor *mon, char stream, const char *data, size_t len)
 {
 	struct timespec now;
-	char header[64];
+	char header[RECORD_HEADER_MAX];
+	struct iovec iov[2];
 	int header_len;
 
 	if (mon->log_failed)
@@ -95,11 +212,23 @@ static void write_record(struct monitor *mon, char stream, const char *data, siz
 	clock_gettime(CLOCK_REALTIME, &now);
 	header_len = snprintf(header, sizeof(header), "%c %lld.%09ld %zu\n", stream,
 			      (long long)now.tv_sec, now.tv_nsec, len);
-	if (write_all(mon->plan->log_fd, header, (size_t)header_len) < 0 ||
-	    write_all(mon->plan->log_fd, data, len) < 0) {
-		print_error("write", "log fd", errno);
-		mon->log_failed = true;
+	if (needs_rotation(mon, (size_t)header_len + len)) {
+		struct hutch_error err = { 0 };
+
+		if (rotate_log(mon, &err) < 0) {
+			err_print(&err);
+			mon->log_failed = true;
+			return;
+		}
 	}
+	iov[0] = (struct iovec){ .iov_base = header, .iov_len = (size_t)header_len };
+	iov[1] = (struct iovec){ .iov_base = (void *)data, .iov_len = len };
+	if (writev_all(mon->plan->log_fd, iov, 2) < 0) {
+		print_error("writev", "log fd", errno);
+		mon->log_failed = true;
+		return;
+	}
+	mon->log_size += (size_t)header_len + len;
 }
 
 /*
@@ -109,7 +238,7 @@ static void write_record(struct monitor *mon, char stream, const char *data, siz
 static void copy_output(struct monitor *mon, int *fd, char stream)
 {
 	static char buf[COPY_BUFFER_SIZE];
-	ssize_t n = read_retry(*fd, buf, sizeof(buf));
+	ssize_t n = read_retry(*fd, buf, mon->read_max);
 
 	if (n < 0 && errno == EAGAIN)
 		return;
@@ -390,6 +519,28 @@ static int finish(struct monitor *mon)
 	return WEXITSTATUS(mon->wait_status);
 }
 
+/*
+ * Count the bytes already in a log that has a maximum, and size the reads
+ * so that a header and its data stay within it (the maximum is 4096 or more).
+ */
+static void start_log(struct monitor *mon)
+{
+	off_t end;
+
+	mon->read_max = COPY_BUFFER_SIZE;
+	if (mon->plan->log_max_bytes == 0)
+		return;
+	if (mon->plan->log_max_bytes - RECORD_HEADER_MAX < COPY_BUFFER_SIZE)
+		mon->read_max = (size_t)(mon->plan->log_max_bytes - RECORD_HEADER_MAX);
+	end = lseek(mon->plan->log_fd, 0, SEEK_END);
+	if (end < 0) {
+		print_error("lseek", "--log-fd", errno);
+		mon->log_failed = true;
+		return;
+	}
+	mon->log_size = (uint64_t)end;
+}
+
 int run_monitor(const struct spawn_plan *plan, struct spawn_pipes *pipes, pid_t child)
 {
 	struct monitor mon = {
@@ -419,6 +570,7 @@ int run_monitor(const struct spawn_plan *plan, struct spawn_pipes *pipes, pid_t 
 		fcntl(mon.master, F_SETFL, fcntl(mon.master, F_GETFL) | O_NONBLOCK);
 	if (mon.stdin_fd >= 0)
 		fcntl(mon.stdin_fd, F_SETFL, fcntl(mon.stdin_fd, F_GETFL) | O_NONBLOCK);
+	start_log(&mon);
 	report_status(&mon, "pid", (long)child);
 
 	/* SIGCHLD may have arrived before the signalfd existed. */

@@ -17,6 +17,7 @@
 #include <sys/auxv.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -204,6 +205,27 @@ static int set_status_fd(void *p, const char *v, struct hutch_error *e)
 	return parse_fd("--status-fd", v, &((struct spawn_plan *)p)->status_fd, e);
 }
 
+static int set_log_rotate_fd(void *p, const char *v, struct hutch_error *e)
+{
+	return parse_fd("--log-rotate-fd", v, &((struct spawn_plan *)p)->log_rotate_fd, e);
+}
+
+#define LOG_MIN_MAX_BYTES 4096ULL
+#define LOG_MAX_MAX_BYTES (1ULL << 62)
+
+static int set_log_max_bytes(void *p, const char *v, struct hutch_error *e)
+{
+	struct spawn_plan *plan = p;
+	uint64_t value;
+
+	if (plan->log_max_bytes != 0)
+		return err_msg(e, "option `--log-max-bytes` given twice");
+	if (parse_u64(v, LOG_MAX_MAX_BYTES, &value) < 0 || value < LOG_MIN_MAX_BYTES)
+		return err_msg(e, "invalid --log-max-bytes `%s`: expected 4096 to 2^62 bytes", v);
+	plan->log_max_bytes = value;
+	return 0;
+}
+
 /* A container path for --bind and --tmpfs: absolute, not "/", no empty, "." or ".." part. */
 static int check_container_path(const char *opt, const char *path, struct hutch_error *e)
 {
@@ -376,6 +398,8 @@ static const struct option_def spawn_options[] = {
 	{ "--gid", true, set_gid },
 	{ "--log-fd", true, set_log_fd },
 	{ "--status-fd", true, set_status_fd },
+	{ "--log-max-bytes", true, set_log_max_bytes },
+	{ "--log-rotate-fd", true, set_log_rotate_fd },
 	{ "--bind", true, set_bind },
 	{ "--tmpfs", true, set_tmpfs },
 	{ "--init", false, set_init },
@@ -399,7 +423,8 @@ static int validate_join(const struct spawn_plan *plan, struct hutch_error *err)
 	    plan->unshare_user || plan->unshare_pid || plan->unshare_net || plan->unshare_ipc ||
 	    plan->unshare_uts || plan->unshare_cgroup)
 		return err_msg(err, "--join takes only --cwd, --env, --uid, --gid, --tty, --tty-size, "
-			       "--stdin, --attach-socket, --log-fd and --status-fd");
+			       "--stdin, --attach-socket, --log-fd, --log-max-bytes, --log-rotate-fd "
+			       "and --status-fd");
 	return 0;
 }
 
@@ -420,6 +445,50 @@ static int validate_terminal(struct spawn_plan *plan, struct hutch_error *err)
 	return 0;
 }
 
+/*
+ * A rotated log is shrunk with ftruncate and read back to copy it, so both
+ * fds must be regular files, the log open O_RDWR and the rotate fd writable.
+ */
+static int check_rotate_file(const char *opt, int fd, int access_mode, struct stat *st,
+			     struct hutch_error *err)
+{
+	int flags = fcntl(fd, F_GETFL);
+
+	if (fstat(fd, st) < 0)
+		return err_sys(err, errno, "fstat", opt);
+	if (!S_ISREG(st->st_mode))
+		return err_msg(err, "invalid %s `%d`: --log-max-bytes needs a regular file", opt, fd);
+	if (flags < 0)
+		return err_sys(err, errno, "fcntl", opt);
+	if ((flags & O_ACCMODE) != O_RDWR && (flags & O_ACCMODE) != access_mode)
+		return err_msg(err, "invalid %s `%d`: --log-max-bytes needs it open %s", opt, fd,
+			       access_mode == O_RDWR ? "for reading and writing (O_RDWR)"
+						     : "for writing");
+	return 0;
+}
+
+static int validate_log(const struct spawn_plan *plan, struct hutch_error *err)
+{
+	struct stat log_st, rotate_st;
+
+	if (plan->log_max_bytes == 0 && plan->log_rotate_fd < 0)
+		return 0;
+	if (plan->log_max_bytes == 0)
+		return err_msg(err, "--log-rotate-fd needs --log-max-bytes");
+	if (plan->log_rotate_fd < 0)
+		return err_msg(err, "--log-max-bytes needs --log-rotate-fd: the older records go there");
+	if (plan->log_fd < 0)
+		return err_msg(err, "--log-max-bytes needs --log-fd");
+	if (plan->log_rotate_fd == plan->log_fd || plan->log_rotate_fd == plan->status_fd)
+		return err_msg(err, "--log-rotate-fd must differ from --log-fd and --status-fd");
+	if (check_rotate_file("--log-fd", plan->log_fd, O_RDWR, &log_st, err) < 0 ||
+	    check_rotate_file("--log-rotate-fd", plan->log_rotate_fd, O_WRONLY, &rotate_st, err) < 0)
+		return -1;
+	if (log_st.st_dev == rotate_st.st_dev && log_st.st_ino == rotate_st.st_ino)
+		return err_msg(err, "--log-fd and --log-rotate-fd must be different files");
+	return 0;
+}
+
 /* Cross-option checks that the table entries cannot make one at a time. */
 static int validate_plan(struct spawn_plan *plan, struct hutch_error *err)
 {
@@ -427,7 +496,7 @@ static int validate_plan(struct spawn_plan *plan, struct hutch_error *err)
 		return err_msg(err, "missing PROGRAM after `--`");
 	if (plan->log_fd >= 0 && plan->log_fd == plan->status_fd)
 		return err_msg(err, "--log-fd and --status-fd must differ");
-	if (validate_terminal(plan, err) < 0)
+	if (validate_terminal(plan, err) < 0 || validate_log(plan, err) < 0)
 		return -1;
 	if (plan->cwd == NULL)
 		plan->cwd = "/";
@@ -673,7 +742,7 @@ static int run(struct spawn_plan *plan, struct spawn_pipes *pipes, struct hutch_
 
 int main(int argc, char **argv)
 {
-	struct spawn_plan plan = { .log_fd = -1, .status_fd = -1 };
+	struct spawn_plan plan = { .log_fd = -1, .status_fd = -1, .log_rotate_fd = -1 };
 	struct spawn_pipes pipes = {
 		{ -1, -1 }, { -1, -1 }, { -1, -1 }, { -1, -1 }, { -1, -1 }, { -1, -1 }, { -1, -1 },
 		-1,         -1,

@@ -49,6 +49,8 @@ struct spawn_plan {
 	uid_t uid;
 	gid_t gid;
 	int log_fd, status_fd;       /* -1 when not given */
+	uint64_t log_max_bytes;      /* --log-max-bytes, 0 when not given */
+	int log_rotate_fd;           /* --log-rotate-fd, -1 when not given */
 
 	struct volume volumes[MAX_VOLUMES];
 	size_t volume_count;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 import os
+import re
 import shutil
 import socket
 import struct
@@ -57,10 +58,14 @@ class Runner:
         log: bool = False,
         status: bool = False,
         timeout: float = 60,
+        pass_fds: tuple[int, ...] = (),
     ) -> Result:
-        """Run PROGRAM in ROOTFS; with LOG or STATUS, capture --log-fd / --status-fd."""
+        """Run PROGRAM in ROOTFS; with LOG or STATUS, capture --log-fd / --status-fd.
+
+        PASS_FDS are extra fds that hutch-spawn inherits, named in OPTIONS.
+        """
         argv = [str(spawn_bin()), "--rootfs", str(rootfs), *options]
-        pass_fds = []
+        pass_fds = list(pass_fds)
         pipes = {}
         for name, wanted in (("log", log), ("status", status)):
             if wanted:
@@ -113,6 +118,24 @@ def _communicate_all(proc, readers, timeout):
     for thread in threads:
         thread.join(timeout)
     return out, extra
+
+
+def parse_records(log: bytes) -> list[tuple[str, bytes]]:
+    """Split --log-fd output into (stream, data) records, checking each header."""
+    records = []
+    pos = 0
+    while pos < len(log):
+        end = log.index(b"\n", pos)
+        header = log[pos:end].decode()
+        match = re.fullmatch(r"([oe]) (\d+)\.(\d{9}) (\d+)", header)
+        assert match, f"bad record header {header!r}"
+        length = int(match.group(4))
+        assert abs(int(match.group(2)) - time.time()) < 300
+        data = log[end + 1 : end + 1 + length]
+        assert len(data) == length
+        records.append((match.group(1), data))
+        pos = end + 1 + length
+    return records
 
 
 def chown_tree(path: Path, uid: int, gid: int) -> None:

@@ -128,3 +128,46 @@ def test_missing_program_with_init(runner_and_rootfs):
     result = runner.spawn(rootfs, ["/no/such/program"], [*NAMESPACES, "--init"])
     assert result.returncode == 127
     assert result.stderr.startswith("hutch-spawn: exec `/no/such/program`: ")
+
+
+def test_pid_one_cmdline_is_only_name(runner_and_rootfs):
+    runner, rootfs = runner_and_rootfs
+    options = ["--init", "--env", "MARKER=value"]
+    result = sh(runner, rootfs, "cat /proc/1/cmdline", options)
+    assert result.returncode == 0, result.stderr
+    # Without the fix this is hutch-spawn's argv: --rootfs with the host path, every --env.
+    assert result.stdout == "hutch-init\0"
+
+
+def test_pid_one_environ_denied(runner_and_rootfs):
+    runner, rootfs = runner_and_rootfs
+    result = sh(runner, rootfs, "cat /proc/1/environ; echo rc=$?", ["--init"])
+    assert result.stdout == "rc=1\n"
+    assert "Permission denied" in result.stderr
+
+
+def test_program_keeps_argv_and_env(runner_and_rootfs):
+    runner, rootfs = runner_and_rootfs
+    # The final `echo` keeps sh from exec'ing the last tr in its own place, which would replace
+    # the process that /proc/$$ names.
+    script = "tr '\\0' '\\n' < /proc/$$/cmdline; echo --; tr '\\0' '\\n' < /proc/$$/environ; echo"
+    options = ["--init", "--env", "A=1", "--env", "B=two words"]
+    result = sh(runner, rootfs, script, options)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"/bin/sh\n-c\n{script}\n--\nA=1\nB=two words\n\n"
+
+
+def test_reaper_memory_cleared(runner_and_rootfs):
+    """Read the reaper's argv and environment from the host, which may read a non-dumpable process."""
+    runner, rootfs = runner_and_rootfs
+    program = ["/bin/sh", "-c", "echo ready; exec sleep 30"]
+    session = start(runner, rootfs, ["--init", "--env", "A=1"], program)
+    try:
+        session.log.wait_for(b"ready\n")
+        cmdline = Path(f"/proc/{session.pid}/cmdline").read_bytes()
+        environ = Path(f"/proc/{session.pid}/environ").read_bytes()
+        assert Path(f"/proc/{session.pid}/comm").read_text() == "hutch-init\n"
+        assert cmdline == b"hutch-init\0"
+        assert environ.strip(b"\0") == b""
+    finally:
+        session.close()

@@ -6,10 +6,9 @@ import os
 import re
 import signal
 import subprocess
-import time
 
 import pytest
-from c_support import Runner, spawn_bin
+from c_support import Runner, parse_records, spawn_bin
 
 ALL_NS = ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts"]
 DEFAULT_CAPS = 0x800405FB  # the 11 capabilities of docs/helper-spec.md
@@ -18,7 +17,7 @@ SPEC_OPTIONS = {
     "--unshare-cgroup", "--uid-map", "--gid-map", "--rootfs", "--overlay-lower",
     "--overlay-upper", "--overlay-work", "--readonly-rootfs", "--hostname", "--cwd", "--env",
     "--uid", "--gid", "--log-fd", "--status-fd", "--bind", "--tmpfs", "--init", "--tty",
-    "--tty-size", "--stdin", "--attach-socket", "--join",
+    "--tty-size", "--stdin", "--attach-socket", "--join", "--log-max-bytes", "--log-rotate-fd",
 }
 
 
@@ -292,24 +291,6 @@ def test_only_stdio_fds_inside(runner_and_rootfs):
     out = b"".join(data for stream, data in parse_records(result.log) if stream == "o")
     # ls opens one fd of its own for the directory it lists.
     assert out.decode().split() == ["0", "1", "2", "3"]
-
-
-def parse_records(log: bytes) -> list[tuple[str, bytes]]:
-    """Split --log-fd output into (stream, data) records, checking each header."""
-    records = []
-    pos = 0
-    while pos < len(log):
-        end = log.index(b"\n", pos)
-        header = log[pos:end].decode()
-        match = re.fullmatch(r"([oe]) (\d+)\.(\d{9}) (\d+)", header)
-        assert match, f"bad record header {header!r}"
-        length = int(match.group(4))
-        assert abs(int(match.group(2)) - time.time()) < 300
-        data = log[end + 1 : end + 1 + length]
-        assert len(data) == length
-        records.append((match.group(1), data))
-        pos = end + 1 + length
-    return records
 
 
 def test_log_fd_keeps_streams_apart(runner_and_rootfs):
