@@ -177,3 +177,20 @@ def parse_tmpfs(text: str) -> tuple[str, int]:
             raise HutchError(f"invalid --tmpfs option {option!r}: only size=SIZE is supported")
         size = parse_size(value, "tmpfs size")
     return os.path.normpath(destination), size
+
+
+MIN_LOG_BYTES = 4096
+
+
+def parse_log_options(items: list[str]) -> dict[str, str]:
+    """Parse --log-opt NAME=VALUE items; max-size is the one hutch knows."""
+    options: dict[str, str] = {}
+    for item in items:
+        name, equals, value = item.partition("=")
+        if name != "max-size" or not equals:
+            raise HutchError(f"invalid --log-opt {item!r}: only max-size=SIZE is supported")
+        size = parse_size(value, "log max-size")
+        if size < MIN_LOG_BYTES:
+            raise HutchError(f"invalid --log-opt {item!r}: max-size must be at least 4k")
+        options["max-size"] = str(size)
+    return options

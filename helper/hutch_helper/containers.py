@@ -287,27 +287,33 @@ class Manager:
             record.attach_socket = self._attach_socket_path(record.id)
         record.tty = request.tty
         flags = os.O_CLOEXEC | os.O_NOFOLLOW
-        log_fd = os.open(state_dir / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | flags, 0o600)
+        # Read and write: with a size cap the monitor copies the log to log.1.
+        log_fd = os.open(state_dir / "log", os.O_RDWR | os.O_CREAT | os.O_APPEND | flags, 0o600)
         status_path = state_dir / "status"
         status_fd = os.open(status_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | flags, 0o600)
         errors_fd = os.open(
             state_dir / "spawn.err", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | flags, 0o600
         )
+        rotate_fd = -1
+        if request.log_max_bytes:
+            rotate_fd = os.open(state_dir / "log.1", os.O_RDWR | os.O_CREAT | flags, 0o600)
+        io = plan.Io(log_fd, status_fd, record.attach_socket, rotate_fd)
         try:
-            argv = self._plan(record, request, plan.Io(log_fd, status_fd, record.attach_socket))
+            argv = self._plan(record, request, io)
             record.uses_cgroup = argv.uses_cgroup
             process = subprocess.Popen(
                 argv.argv,
                 stdin=subprocess.DEVNULL,
                 stdout=errors_fd,
                 stderr=errors_fd,
-                pass_fds=(log_fd, status_fd),
+                pass_fds=tuple(fd for fd in (log_fd, status_fd, rotate_fd) if fd >= 0),
                 start_new_session=True,
                 env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
             )
         finally:
-            for fd in (log_fd, status_fd, errors_fd):
-                os.close(fd)
+            for fd in (log_fd, status_fd, errors_fd, rotate_fd):
+                if fd >= 0:
+                    os.close(fd)
         record.monitor_pid = process.pid
         record.monitor_start_time = _process_start_time(process.pid)
         logger.debug("started %s: %s", record.id[:12], argv.argv)

@@ -6,6 +6,7 @@ Each record is a text header `S SECONDS.NANOSECONDS LENGTH\n`, where S is
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -77,6 +78,12 @@ def read_records(
             continue
         if not follow:
             return
+        if os.fstat(log.fileno()).st_size < log.tell():
+            # The writer rotated the log (moved it to log.1 and truncated it);
+            # records written between our last read and the rotation are in log.1.
+            log.seek(0)
+            buffer, consumed = b"", 0
+            continue
         # Once the writer has ended, one more pass drains what it wrote last.
         if wait_ended(FOLLOW_POLL_SECONDS):
             follow = False

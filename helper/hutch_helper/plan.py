@@ -24,6 +24,7 @@ MAX_LAYERS = 128
 MAX_ENV = 256
 DEFAULT_PIDS_LIMIT = 2048
 MIN_MEMORY = 4 * 1024 * 1024
+MIN_LOG_BYTES = 4096
 
 
 class InvalidRequest(ValueError):
@@ -101,11 +102,24 @@ class Io:
     log_fd: int
     status_fd: int
     attach_socket: str = ""
+    rotate_fd: int = -1  # log.1, when the log has a size cap
 
 
 def _keep_fd_args(io: Io) -> list[str]:
     """Return the hutch-cgroup options that keep hutch-spawn's fds open; it closes the rest."""
-    return ["--keep-fd", str(io.log_fd), "--keep-fd", str(io.status_fd)]
+    args = ["--keep-fd", str(io.log_fd), "--keep-fd", str(io.status_fd)]
+    if io.rotate_fd >= 0:
+        args += ["--keep-fd", str(io.rotate_fd)]
+    return args
+
+
+CAPABILITY_PATTERN = re.compile(r"(CAP_)?[A-Za-z_]{2,32}")
+
+
+def _check_capability(name: str) -> str:
+    if not CAPABILITY_PATTERN.fullmatch(name):
+        raise InvalidRequest(f"invalid capability name {name!r}")
+    return name.upper().removeprefix("CAP_")
 
 
 def _check_container_path(path: str, what: str) -> str:
@@ -182,6 +196,12 @@ def _process_args(request: helper_pb2.StartContainerRequest, io: Io) -> list[str
         if not equals or not ENV_NAME_PATTERN.fullmatch(name):
             raise InvalidRequest(f"invalid environment variable {variable!r}: expected NAME=VALUE")
         args += ["--env", _check_text(variable, "environment variable")]
+    for name in request.cap_drop:
+        args += ["--cap-drop", _check_capability(name)]
+    for name in request.cap_add:
+        if os.geteuid() != 0:
+            raise InvalidRequest(f"--cap-add {name} needs real root; a rootless container cannot gain it")
+        args += ["--cap-add", _check_capability(name)]
     if request.tty:
         args.append("--tty")
         if request.tty_rows and request.tty_cols:
@@ -193,6 +213,10 @@ def _process_args(request: helper_pb2.StartContainerRequest, io: Io) -> list[str
     if io.attach_socket:
         args += ["--attach-socket", io.attach_socket]
     args += ["--log-fd", str(io.log_fd), "--status-fd", str(io.status_fd)]
+    if request.log_max_bytes:
+        if request.log_max_bytes < MIN_LOG_BYTES:
+            raise InvalidRequest(f"log size cap must be at least {MIN_LOG_BYTES} bytes")
+        args += ["--log-max-bytes", str(request.log_max_bytes), "--log-rotate-fd", str(io.rotate_fd)]
 
     if not request.argv:
         raise InvalidRequest("no command given")

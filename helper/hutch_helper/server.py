@@ -106,6 +106,16 @@ class Service(helper_pb2_grpc.HelperServicer):
             for name, on in (("stdout", request.stdout), ("stderr", request.stderr))
             if on or not (request.stdout or request.stderr)
         }
+        rotated = Path(record.state_dir) / "log.1"
+        if rotated.exists():
+            with open(rotated, "rb") as older:
+                for entry in read_records(older):
+                    if entry.stream in wanted:
+                        yield helper_pb2.LogChunk(
+                            stream=STREAMS[entry.stream],
+                            data=entry.data,
+                            time_unix_nano=entry.time_unix_nano,
+                        )
         try:
             log = open(Path(record.state_dir) / "log", "rb")
         except FileNotFoundError:

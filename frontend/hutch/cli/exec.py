@@ -69,6 +69,8 @@ def exec_(app: App, container: str, command: tuple[str, ...], **options: Any) ->
         tty_rows=rows,
         tty_cols=cols,
         remove_when_done=options["detach"],
+        cap_add=record.data["HostConfig"].get("CapAdd", []),
+        cap_drop=record.data["HostConfig"].get("CapDrop", []),
     )
     try:
         app.helper.call("StartContainer", request)

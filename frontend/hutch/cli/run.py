@@ -56,6 +56,8 @@ def container_config(app: App, image, options: dict[str, Any]) -> dict[str, Any]
         raise HutchError(f"invalid --cpu-shares {options['cpu_shares']}: expected 2 to 262144")
     if options["volumes"] and os.environ.get("HUTCH_DENY_BINDS"):
         raise HutchError("host bind mounts (-v) are not allowed for remote clients on this host")
+    if options["cap_add"] and os.environ.get("HUTCH_REMOTE_CLIENT"):
+        raise HutchError("--cap-add is not allowed for remote clients")
     workdir = options["workdir"] or config.get("WorkingDir") or "/"
     if not workdir.startswith("/"):
         raise HutchError(f"invalid working directory {workdir!r}: it must be an absolute path")
@@ -93,6 +95,9 @@ def container_config(app: App, image, options: dict[str, Any]) -> dict[str, Any]
             "Binds": [units.parse_volume(volume) for volume in options["volumes"]],
             "Tmpfs": dict(units.parse_tmpfs(spec) for spec in options["tmpfs"]),
             "Init": options["init"],
+            "LogConfig": {"Type": "hutch", "Config": units.parse_log_options(list(options["log_options"]))},
+            "CapAdd": list(options["cap_add"]),
+            "CapDrop": list(options["cap_drop"]),
         },
     }
 
@@ -149,6 +154,9 @@ def start_request(app: App, container, image):
             for destination, size in host.get("Tmpfs", {}).items()
         ],
         init=host.get("Init", False),
+        log_max_bytes=int(host.get("LogConfig", {}).get("Config", {}).get("max-size", 0)),
+        cap_add=host.get("CapAdd", []),
+        cap_drop=host.get("CapDrop", []),
     )
 
 
@@ -222,6 +230,9 @@ def _container_options(function):
         click.option("--tmpfs", "tmpfs", multiple=True, help="Mount a tmpfs at CONTAINER-PATH[:size=SIZE]."),
         click.option("--init", is_flag=True, help="Run a small init as pid 1 that reaps orphaned processes."),
         click.option("--env-file", "env_files", multiple=True, type=click.Path(dir_okay=False), help="Read NAME=VALUE lines from a file."),
+        click.option("--cap-add", "cap_add", multiple=True, help="Add a capability to the default set (root only)."),
+        click.option("--cap-drop", "cap_drop", multiple=True, help="Drop a capability from the default set, or ALL."),
+        click.option("--log-opt", "log_options", multiple=True, help="Log option: max-size=SIZE keeps the log under SIZE (one older part is kept)."),
     ]
     for option in reversed(options):
         function = option(function)

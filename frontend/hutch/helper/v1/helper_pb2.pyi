@@ -68,7 +68,7 @@ class IdMap(_message.Message):
     def __init__(self, inside: _Optional[int] = ..., outside: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
 
 class StartContainerRequest(_message.Message):
-    __slots__ = ("id", "state_dir", "lower_dirs", "upper_dir", "work_dir", "rootfs", "readonly_rootfs", "argv", "env", "cwd", "uid", "gid", "hostname", "network", "limits", "uid_maps", "gid_maps", "default_pids_limit", "remove_when_done", "tty", "stdin", "tty_rows", "tty_cols", "binds", "tmpfs", "init", "join_container_id")
+    __slots__ = ("id", "state_dir", "lower_dirs", "upper_dir", "work_dir", "rootfs", "readonly_rootfs", "argv", "env", "cwd", "uid", "gid", "hostname", "network", "limits", "uid_maps", "gid_maps", "default_pids_limit", "remove_when_done", "tty", "stdin", "tty_rows", "tty_cols", "binds", "tmpfs", "init", "join_container_id", "log_max_bytes", "cap_add", "cap_drop")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATE_DIR_FIELD_NUMBER: _ClassVar[int]
     LOWER_DIRS_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +96,9 @@ class StartContainerRequest(_message.Message):
     TMPFS_FIELD_NUMBER: _ClassVar[int]
     INIT_FIELD_NUMBER: _ClassVar[int]
     JOIN_CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    LOG_MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CAP_ADD_FIELD_NUMBER: _ClassVar[int]
+    CAP_DROP_FIELD_NUMBER: _ClassVar[int]
     id: str
     state_dir: str
     lower_dirs: _containers.RepeatedScalarFieldContainer[str]
@@ -123,7 +126,10 @@ class StartContainerRequest(_message.Message):
     tmpfs: _containers.RepeatedCompositeFieldContainer[TmpfsMount]
     init: bool
     join_container_id: str
-    def __init__(self, id: _Optional[str] = ..., state_dir: _Optional[str] = ..., lower_dirs: _Optional[_Iterable[str]] = ..., upper_dir: _Optional[str] = ..., work_dir: _Optional[str] = ..., rootfs: _Optional[str] = ..., readonly_rootfs: _Optional[bool] = ..., argv: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[str]] = ..., cwd: _Optional[str] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., hostname: _Optional[str] = ..., network: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., uid_maps: _Optional[_Iterable[_Union[IdMap, _Mapping]]] = ..., gid_maps: _Optional[_Iterable[_Union[IdMap, _Mapping]]] = ..., default_pids_limit: _Optional[bool] = ..., remove_when_done: _Optional[bool] = ..., tty: _Optional[bool] = ..., stdin: _Optional[bool] = ..., tty_rows: _Optional[int] = ..., tty_cols: _Optional[int] = ..., binds: _Optional[_Iterable[_Union[BindMount, _Mapping]]] = ..., tmpfs: _Optional[_Iterable[_Union[TmpfsMount, _Mapping]]] = ..., init: _Optional[bool] = ..., join_container_id: _Optional[str] = ...) -> None: ...
+    log_max_bytes: int
+    cap_add: _containers.RepeatedScalarFieldContainer[str]
+    cap_drop: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., state_dir: _Optional[str] = ..., lower_dirs: _Optional[_Iterable[str]] = ..., upper_dir: _Optional[str] = ..., work_dir: _Optional[str] = ..., rootfs: _Optional[str] = ..., readonly_rootfs: _Optional[bool] = ..., argv: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[str]] = ..., cwd: _Optional[str] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., hostname: _Optional[str] = ..., network: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., uid_maps: _Optional[_Iterable[_Union[IdMap, _Mapping]]] = ..., gid_maps: _Optional[_Iterable[_Union[IdMap, _Mapping]]] = ..., default_pids_limit: _Optional[bool] = ..., remove_when_done: _Optional[bool] = ..., tty: _Optional[bool] = ..., stdin: _Optional[bool] = ..., tty_rows: _Optional[int] = ..., tty_cols: _Optional[int] = ..., binds: _Optional[_Iterable[_Union[BindMount, _Mapping]]] = ..., tmpfs: _Optional[_Iterable[_Union[TmpfsMount, _Mapping]]] = ..., init: _Optional[bool] = ..., join_container_id: _Optional[str] = ..., log_max_bytes: _Optional[int] = ..., cap_add: _Optional[_Iterable[str]] = ..., cap_drop: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class BindMount(_message.Message):
     __slots__ = ("source", "destination", "readonly")
