@@ -1,8 +1,8 @@
 """`hutch --host tcp://HOST:PORT …`: run the command on another host's helper.
 
-The arguments go to the remote hutch-helper unchanged; it runs them as its
-own user there and streams stdout and stderr back, while our stdin (when it
-is not a terminal) streams to it. Client certificate, key and CA come from
+The arguments go to the remote hutch-helper unchanged, and it runs them as
+its own user there. It streams stdout and stderr back, and our stdin, when
+it is not a terminal, streams to it. Client certificate, key and CA come from
 --tls-cert/--tls-key/--tls-ca, HUTCH_TLS_CERT/HUTCH_TLS_KEY/HUTCH_TLS_CA, or
 $XDG_CONFIG_HOME/hutch/tls/{cert,key,ca}.pem.
 """

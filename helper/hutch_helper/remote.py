@@ -187,6 +187,7 @@ class RemoteService(remote_pb2_grpc.RemoteServicer):
         )
         outputs: queue.Queue = queue.Queue(maxsize=16)  # bounds memory per call
         context.add_callback(process.kill)
+
         threading.Thread(
             target=_feed_stdin, args=(process, first, request_iterator), daemon=True
         ).start()
@@ -196,6 +197,7 @@ class RemoteService(remote_pb2_grpc.RemoteServicer):
         ]
         for reader in readers:
             reader.start()
+
         open_streams = len(readers)
         while open_streams:
             item = outputs.get()
