@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from hutchtest import Hutch
 from support import User, make_busybox_tree
 
 
@@ -50,3 +51,20 @@ def unprivileged_user():
             subprocess.run(["sleep", "0.1"], check=False)
         subprocess.run(["userdel", "--remove", name], check=False, capture_output=True)
         shutil.rmtree(user.runtime_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def hutch(tmp_path: Path):
+    """The hutch CLI as root, with a store and helper of its own."""
+    instance = Hutch(tmp_path / "store", tmp_path / "run")
+    try:
+        yield instance
+    finally:
+        instance.cleanup()
+
+
+@pytest.fixture
+def image(hutch: Hutch, busybox_tar: Path) -> str:
+    """A busybox image imported into HUTCH as busybox:test."""
+    hutch.out("import", str(busybox_tar), "busybox:test", "--change", 'CMD ["sh"]')
+    return "busybox:test"

@@ -18,21 +18,6 @@ from hutchtest import Hutch
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="these tests run as root")
 
 
-@pytest.fixture
-def hutch(tmp_path: Path):
-    instance = Hutch(tmp_path / "store", tmp_path / "run")
-    try:
-        yield instance
-    finally:
-        instance.cleanup()
-
-
-@pytest.fixture
-def image(hutch: Hutch, busybox_tar: Path) -> str:
-    hutch.out("import", str(busybox_tar), "busybox:test", "--change", 'CMD ["sh"]')
-    return "busybox:test"
-
-
 class Terminal:
     """hutch running on the slave side of a pty, driven from the master side."""
 

@@ -88,15 +88,6 @@ def docker():
         engine.stop()
 
 
-@pytest.fixture
-def hutch(tmp_path: Path):
-    instance = Hutch(tmp_path / "store", tmp_path / "run")
-    try:
-        yield instance
-    finally:
-        instance.cleanup()
-
-
 def test_hutch_save_runs_in_docker(hutch: Hutch, docker: Docker, busybox_tar: Path, tmp_path: Path):
     hutch.out("import", str(busybox_tar), "dock/box:1", "--change", 'CMD ["sh"]')
     hutch.out("run", "--name", "w", "dock/box:1", "sh", "-c", "echo via-hutch > /etc/motd; rm /bin/vi")

@@ -18,21 +18,6 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="these tests run as ro
 CGROUP_V1 = Path("/sys/fs/cgroup")
 
 
-@pytest.fixture
-def hutch(tmp_path: Path):
-    instance = Hutch(tmp_path / "store", tmp_path / "run")
-    try:
-        yield instance
-    finally:
-        instance.cleanup()
-
-
-@pytest.fixture
-def image(hutch: Hutch, busybox_tar: Path) -> str:
-    hutch.out("import", str(busybox_tar), "busybox:test", "--change", 'CMD ["sh"]')
-    return "busybox:test"
-
-
 def store_listing(store: Path) -> list[tuple[str, int]]:
     """Every path under STORE with its size, except the helper's scratch."""
     entries = []

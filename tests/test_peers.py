@@ -75,15 +75,6 @@ def podman(tmp_path: Path):
 
 
 @pytest.fixture
-def hutch(tmp_path: Path):
-    instance = Hutch(tmp_path / "store", tmp_path / "run")
-    try:
-        yield instance
-    finally:
-        instance.cleanup()
-
-
-@pytest.fixture
 def image(hutch: Hutch, busybox_tar: Path) -> str:
     hutch.out("import", str(busybox_tar), "peer/busybox:v1", "--change", 'CMD ["sh"]')
     hutch.out("run", "--name", "edit", "peer/busybox:v1", "sh", "-c", "echo from-hutch > /etc/motd")
