@@ -228,7 +228,11 @@ class Manager:
                 record.pidfd = os.pidfd_open(record.pid)
             except OSError:
                 record.pidfd = -1
-            monitor_fd = os.pidfd_open(record.monitor_pid)
+            try:
+                monitor_fd = os.pidfd_open(record.monitor_pid)
+            except OSError:
+                self._finish(record, None)  # it ended between the check and now
+                continue
             threading.Thread(
                 target=self._watch_adopted, args=(record, monitor_fd), daemon=True
             ).start()
