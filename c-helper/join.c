@@ -147,6 +147,12 @@ int open_join_target(struct spawn_plan *plan, struct join_target *target,
 		target->nstype[target->count] = namespaces[i].type;
 		target->count++;
 	}
+	/* The same rule as for a new container: --cap-add only without a user namespace. */
+	if (plan->caps_added != 0 && target->count > 0 && target->nstype[0] == CLONE_NEWUSER) {
+		close_target(target);
+		return err_msg(err, "--cap-add needs real root and a container without a user "
+			       "namespace: process %d has one", (int)plan->join_pid);
+	}
 	/* The kernel rejects setgroups() after "deny"; the ids are then set without it. */
 	if (read_file_at(procfd, "setgroups", setgroups, sizeof(setgroups), &ignored) == 0)
 		plan->setgroups_denied = strncmp(setgroups, "deny", 4) == 0;

@@ -396,6 +396,8 @@ static const struct option_def spawn_options[] = {
 	{ "--env", true, set_env },
 	{ "--uid", true, set_uid },
 	{ "--gid", true, set_gid },
+	{ "--cap-drop", true, set_cap_drop },
+	{ "--cap-add", true, set_cap_add },
 	{ "--log-fd", true, set_log_fd },
 	{ "--status-fd", true, set_status_fd },
 	{ "--log-max-bytes", true, set_log_max_bytes },
@@ -422,9 +424,12 @@ static int validate_join(const struct spawn_plan *plan, struct hutch_error *err)
 	    plan->init || plan->uid_map_count > 0 || plan->gid_map_count > 0 ||
 	    plan->unshare_user || plan->unshare_pid || plan->unshare_net || plan->unshare_ipc ||
 	    plan->unshare_uts || plan->unshare_cgroup)
-		return err_msg(err, "--join takes only --cwd, --env, --uid, --gid, --tty, --tty-size, "
-			       "--stdin, --attach-socket, --log-fd, --log-max-bytes, --log-rotate-fd "
-			       "and --status-fd");
+		return err_msg(err, "--join takes only --cwd, --env, --uid, --gid, --cap-drop, "
+			       "--cap-add, --tty, --tty-size, --stdin, --attach-socket, --log-fd, "
+			       "--log-max-bytes, --log-rotate-fd and --status-fd");
+	/* open_join_target rejects --cap-add for a container with a user namespace of its own. */
+	if (plan->caps_added != 0 && plan->real_uid != 0)
+		return err_msg(err, "--cap-add needs real root");
 	return 0;
 }
 
@@ -496,7 +501,8 @@ static int validate_plan(struct spawn_plan *plan, struct hutch_error *err)
 		return err_msg(err, "missing PROGRAM after `--`");
 	if (plan->log_fd >= 0 && plan->log_fd == plan->status_fd)
 		return err_msg(err, "--log-fd and --status-fd must differ");
-	if (validate_terminal(plan, err) < 0 || validate_log(plan, err) < 0)
+	if (validate_terminal(plan, err) < 0 || validate_log(plan, err) < 0 ||
+	    check_cap_options(plan, err) < 0)
 		return -1;
 	if (plan->cwd == NULL)
 		plan->cwd = "/";
@@ -524,6 +530,11 @@ static int validate_plan(struct spawn_plan *plan, struct hutch_error *err)
 		plan->unshare_user = true;
 	if (!plan->unshare_user && (plan->uid_map_count > 0 || plan->gid_map_count > 0))
 		return err_msg(err, "--uid-map and --gid-map need --unshare-user");
+	/* Only real root may widen the default set, and only with the host's capabilities. */
+	if (plan->caps_added != 0 && plan->real_uid != 0)
+		return err_msg(err, "--cap-add needs real root");
+	if (plan->caps_added != 0 && plan->unshare_user)
+		return err_msg(err, "--cap-add needs real root without --unshare-user");
 	/* The kernel lets an unprivileged caller write gid_map only after setgroups "deny". */
 	plan->setgroups_denied = plan->unshare_user && plan->real_uid != 0 &&
 				 plan->gid_map_count == 0;

@@ -48,6 +48,9 @@ struct spawn_plan {
 	size_t env_count;
 	uid_t uid;
 	gid_t gid;
+	uint64_t caps_dropped;       /* --cap-drop: bit N is capability N */
+	uint64_t caps_added;         /* --cap-add */
+	bool drop_all_caps;          /* --cap-drop ALL */
 	int log_fd, status_fd;       /* -1 when not given */
 	uint64_t log_max_bytes;      /* --log-max-bytes, 0 when not given */
 	int log_rotate_fd;           /* --log-rotate-fd, -1 when not given */
@@ -146,7 +149,10 @@ int start_init(const struct spawn_plan *plan, struct hutch_error *err);
 /* seccomp.c: needs no_new_privs; the filter stays in force across fork and exec. */
 int install_seccomp_filter(struct hutch_error *err);
 
-/* caps.c */
+/* caps.c: the --cap-drop and --cap-add entries of the option table, and the drop itself */
+int set_cap_drop(void *plan, const char *value, struct hutch_error *err);
+int set_cap_add(void *plan, const char *value, struct hutch_error *err);
+int check_cap_options(const struct spawn_plan *plan, struct hutch_error *err);
 int drop_privileges(const struct spawn_plan *plan, struct hutch_error *err);
 
 /* ns.c */

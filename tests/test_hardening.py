@@ -20,21 +20,6 @@ DEFAULT_CAPS = "00000000800405fb"
 EUID_PROBE = '#include <stdio.h>\n#include <unistd.h>\nint main(void){printf("%d\\n", (int)geteuid());return 0;}\n'
 
 
-@pytest.fixture
-def hutch(tmp_path: Path):
-    instance = Hutch(tmp_path / "store", tmp_path / "run")
-    try:
-        yield instance
-    finally:
-        instance.cleanup()
-
-
-@pytest.fixture
-def image(hutch: Hutch, busybox_tar: Path) -> str:
-    hutch.out("import", str(busybox_tar), "busybox:test", "--change", 'CMD ["sh"]')
-    return "busybox:test"
-
-
 def image_with(hutch: Hutch, busybox_tree: Path, tmp_path: Path, name: str, extra: dict[str, str]) -> str:
     """Import busybox plus EXTRA: path -> symlink target (replacing what was there)."""
     archive = tmp_path / f"{name}.tar"
@@ -150,3 +135,21 @@ def test_passwd_symlink_to_host_shadow_is_refused(hutch: Hutch, busybox_tree: Pa
     assert result.returncode == 125
     assert b"symlink" in result.stderr
     assert b"root:" not in result.stderr
+
+
+def test_cap_drop_and_add(hutch: Hutch, image: str):
+    status = hutch.run("run", "--rm", "--cap-drop", "CHOWN", image, "sh", "-c", "grep CapEff /proc/self/status; chown 5 /tmp 2>&1").stdout.decode()
+    assert "00000000800405fa" in status
+    assert "Operation not permitted" in status
+    status = hutch.out("run", "--rm", "--cap-drop", "ALL", image, "grep", "CapBnd", "/proc/self/status")
+    assert status.split()[-1] == "0000000000000000"
+    status = hutch.out("run", "--rm", "--cap-add", "NET_RAW", image, "grep", "CapEff", "/proc/self/status")
+    assert int(status.split()[-1], 16) & (1 << 13)
+    result = hutch.run("run", "--rm", "--cap-drop", "NOPE", image, "true")
+    assert result.returncode == 125
+
+
+def test_exec_keeps_container_caps(hutch: Hutch, image: str):
+    container_id = hutch.out("run", "-d", "--cap-drop", "ALL", image, "sleep", "100").strip()
+    status = hutch.out("exec", container_id, "grep", "CapEff", "/proc/self/status")
+    assert status.split()[-1] == "0000000000000000"

@@ -123,3 +123,11 @@ def test_rootless_unmapped_user_is_one_line(user_hutch: Hutch, user_image: str):
     message = result.stderr.decode()
     assert message.count("\n") == 1
     assert "mapped" in message
+
+
+def test_rootless_cap_add_is_refused(user_hutch: Hutch, user_image: str):
+    result = user_hutch.run("run", "--rm", "--cap-add", "NET_RAW", user_image, "true")
+    assert result.returncode == 125
+    assert b"root" in result.stderr
+    dropped = user_hutch.out("run", "--rm", "--cap-drop", "ALL", user_image, "grep", "CapEff", "/proc/self/status")
+    assert dropped.split()[-1] == "0000000000000000"

@@ -12,6 +12,7 @@ FUZZ_SECONDS = 20
 SEEDS = [
     b"\x00--id\x00box\x00--memory\x0064m\x00--\x00--rootfs",
     b"\x01--rootfs\x00/r\x00--bind\x00/a:/b:ro\x00--tmpfs\x00/t:4096\x00--\x00sh",
+    b"\x01--rootfs\x00/r\x00--cap-drop\x00ALL\x00--cap-add\x00net_raw\x00--\x00sh",
     b"\x02user 1000 memory=1g pids=512 cpus=1.5 containers=10 memory-swap=2g\n",
 ]
 

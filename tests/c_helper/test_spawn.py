@@ -18,6 +18,7 @@ SPEC_OPTIONS = {
     "--overlay-upper", "--overlay-work", "--readonly-rootfs", "--hostname", "--cwd", "--env",
     "--uid", "--gid", "--log-fd", "--status-fd", "--bind", "--tmpfs", "--init", "--tty",
     "--tty-size", "--stdin", "--attach-socket", "--join", "--log-max-bytes", "--log-rotate-fd",
+    "--cap-drop", "--cap-add",
 }
 
 
