@@ -214,3 +214,9 @@ def test_stop_of_paused_container(hutch: Hutch, image: str):
     hutch.out("pause", container_id)
     hutch.out("stop", "-t", "1", container_id)
     assert hutch.out("wait", container_id).strip() == "137"
+
+
+def test_log_has_a_default_cap(hutch: Hutch, image: str):
+    container_id = hutch.out("run", "-d", image, "true").strip()
+    config = json.loads(hutch.out("inspect", container_id))[0]["HostConfig"]["LogConfig"]
+    assert config["Config"]["max-size"] == str(100 * 1024 * 1024)

@@ -182,9 +182,15 @@ def parse_tmpfs(text: str) -> tuple[str, int]:
 MIN_LOG_BYTES = 4096
 
 
+# A container that floods its output must not fill the disk: Docker's and
+# Podman's logs grow without a limit by default, hutch's stop at this size
+# (plus the one older part that rotation keeps).
+DEFAULT_LOG_MAX_BYTES = 100 * 1024 * 1024
+
+
 def parse_log_options(items: list[str]) -> dict[str, str]:
     """Parse --log-opt NAME=VALUE items; max-size is the one hutch knows."""
-    options: dict[str, str] = {}
+    options: dict[str, str] = {"max-size": str(DEFAULT_LOG_MAX_BYTES)}
     for item in items:
         name, equals, value = item.partition("=")
         if name != "max-size" or not equals:

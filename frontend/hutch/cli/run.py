@@ -232,7 +232,7 @@ def _container_options(function):
         click.option("--env-file", "env_files", multiple=True, type=click.Path(dir_okay=False), help="Read NAME=VALUE lines from a file."),
         click.option("--cap-add", "cap_add", multiple=True, help="Add a capability to the default set (root only)."),
         click.option("--cap-drop", "cap_drop", multiple=True, help="Drop a capability from the default set, or ALL."),
-        click.option("--log-opt", "log_options", multiple=True, help="Log option: max-size=SIZE keeps the log under SIZE (one older part is kept)."),
+        click.option("--log-opt", "log_options", multiple=True, help="Log option: max-size=SIZE keeps the log under SIZE, default 100m (one older part is kept)."),
     ]
     for option in reversed(options):
         function = option(function)
