@@ -177,7 +177,7 @@ def test_audit_log_records_calls(remote: RemoteHelper):
     remote.client("helper", "status")
     entries = [json.loads(line) for line in remote.audit.read_text().splitlines()]
     assert entries[0]["client"] == "alice"
-    assert entries[0]["command"] == ["ps"]
+    assert entries[0]["command"] == "ps"
     assert entries[0]["decision"] == "allowed"
     assert entries[0]["uid"] == 0
     assert entries[1]["decision"].startswith("denied")
@@ -191,3 +191,34 @@ def test_listen_without_tls_is_refused(tmp_path: Path):
     )  # fmt: skip
     assert result.returncode == 125
     assert b"mutual TLS" in result.stderr
+
+
+def test_remote_cannot_name_server_files(remote: RemoteHelper, busybox_tar: Path, tmp_path: Path):
+    remote.client("import", "-", "far/box", input=busybox_tar.read_bytes())
+    secret = tmp_path / "secret.env"
+    secret.write_text("TOPSECRET=value\n")
+    target = tmp_path / "written.tar"
+    attempts = [
+        ["save", "-o", str(target), "far/box"],
+        ["import", str(busybox_tar), "stolen"],
+        ["load", "-i", str(busybox_tar)],
+        ["run", "--rm", "--env-file", str(secret), "far/box", "env"],
+        ["run", "--rm", "-e", "HOME", "far/box", "env"],
+    ]
+    for argv in attempts:
+        result = remote.client(*argv)
+        assert result.returncode == 125, argv
+        assert b"remote" in result.stderr, argv
+        assert b"TOPSECRET" not in result.stdout + result.stderr
+    assert not target.exists()
+    assert "stolen" not in remote.local.out("images")
+
+
+def test_remote_global_option_cannot_reach_helper(remote: RemoteHelper):
+    for argv in (["--debug", "helper", "stop"], ["--host", "x", "helper", "stop"]):
+        result = remote.client(*argv)
+        assert result.returncode == 125, argv
+    assert remote.process.poll() is None
+    entries = [json.loads(line) for line in remote.audit.read_text().splitlines()]
+    assert entries[0]["command"] == "helper"
+    assert entries[0]["decision"].startswith("denied")

@@ -68,13 +68,32 @@ class Authorizer:
             return f"client {identity!r} is not in the allowed list"
         if method != "RunCommand":
             return f"unknown method {method}"
-        if not argv:
+        command = command_name(argv)
+        if not command:
             return "no command given"
-        if argv[0] in DENIED_COMMANDS:
-            return f"`hutch {argv[0]}` is not available to remote clients"
+        if command.startswith("-"):
+            return f"the global option {command} is not available to remote clients"
+        if command in DENIED_COMMANDS:
+            return f"`hutch {command}` is not available to remote clients"
         # Host bind mounts are denied inside the command (HUTCH_DENY_BINDS),
         # where the CLI has parsed its options, unless allow_binds is set.
         return ""
+
+
+# Global options a remote client may give before the command.
+ALLOWED_GLOBAL_OPTIONS = {"--debug"}
+
+
+def command_name(argv: list[str]) -> str:
+    """Return the command word of ARGV, after the allowed global options.
+
+    Any other leading option is returned as it is, so that the caller
+    rejects it rather than guessing where the command starts.
+    """
+    for arg in argv:
+        if arg not in ALLOWED_GLOBAL_OPTIONS:
+            return arg
+    return ""
 
 
 class AuditLog:
@@ -90,7 +109,8 @@ class AuditLog:
             "client": identity,
             "uid": os.geteuid(),
             "method": method,
-            "command": argv[:1],
+            "command": command_name(argv),
+            "arguments": len(argv),
             "container": _container_argument(argv),
             "decision": decision,
         }
@@ -104,14 +124,18 @@ class AuditLog:
 
 
 CONTAINER_COMMANDS = {"stop", "kill", "rm", "start", "restart", "exec", "attach", "logs", "wait",
-                      "commit", "export", "inspect"}  # fmt: skip
+                      "commit", "export", "inspect", "pause", "unpause"}  # fmt: skip
 
 
 def _container_argument(argv: list[str]) -> str:
-    """Return the first non-option argument of a container command, for the audit log."""
-    if not argv or argv[0] not in CONTAINER_COMMANDS:
+    """Return the container a command names, for the audit log: --name or the first operand."""
+    command = command_name(argv)
+    rest = argv[argv.index(command) + 1 :] if command else []
+    if "--name" in rest[:-1]:
+        return rest[rest.index("--name") + 1]
+    if command not in CONTAINER_COMMANDS:
         return ""
-    return next((arg for arg in argv[1:] if not arg.startswith("-")), "")
+    return next((arg for arg in rest if not arg.startswith("-")), "")
 
 
 class Limiter:
@@ -157,6 +181,7 @@ class RemoteService(remote_pb2_grpc.RemoteServicer):
             reason = "the command line is too long"
         else:
             reason = self.authorizer.authorize(identity, "RunCommand", argv)
+        # "allowed" means the command ran; it may still reject its own input.
         self.audit.write(identity, "RunCommand", argv, "denied: " + reason if reason else "allowed")
         if reason:
             logger.info("denied %s from %s: %s", argv[:1], identity, reason)

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from hutch import units
+from hutch import remote_policy, units
 from hutch.cli.app import App
 from hutch.cli.attach import check_terminal, session, terminal_size
 from hutch.cli.run import follow_output
@@ -46,6 +46,7 @@ def exec_(app: App, container: str, command: tuple[str, ...], **options: Any) ->
     image = app.store.image(record.image_id)
     spec = units.check_user_spec(options["user"]) if options["user"] else config["User"]
     uid, gid = lookup_user([record.upper, *reversed(image.layer_dirs)], spec)
+    remote_policy.check_host_env(list(options["env"]))
     env = units.merge_env(config["Env"], units.parse_env(list(options["env"]), dict(os.environ)))
     workdir = options["workdir"] or config["WorkingDir"] or "/"
     if not workdir.startswith("/"):

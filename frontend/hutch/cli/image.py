@@ -7,12 +7,14 @@ import sys
 
 import click
 
+from hutch import remote_policy
 from hutch.cli.app import App
 from hutch.cli.format import ago, human_size, table, to_json
 from hutch.errors import HutchError
 
 
 def _input(path: str):
+    remote_policy.check_server_path("the input", path)
     if path == "-":
         return sys.stdin.buffer
     try:
@@ -23,6 +25,7 @@ def _input(path: str):
 
 def _output(path: str | None, what: str):
     """Open the file named by -o, or stdout when it is not a terminal."""
+    remote_policy.check_server_path("-o", path)
     if path is None or path == "-":
         if sys.stdout.isatty():
             raise HutchError(

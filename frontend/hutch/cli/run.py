@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from hutch import units
+from hutch import remote_policy, units
 from hutch.cli.app import App
 from hutch.cli.attach import check_terminal, session, terminal_size
 from hutch.errors import HutchError
@@ -41,6 +41,9 @@ def container_config(app: App, image, options: dict[str, Any]) -> dict[str, Any]
     env = list(config.get("Env") or [])
     if not any(item.startswith("PATH=") for item in env):
         env.insert(0, f"PATH={DEFAULT_PATH}")
+    for env_file in options["env_files"]:
+        remote_policy.check_server_path("--env-file", env_file)
+    remote_policy.check_host_env(list(options["env"]))
     given = [*units.read_env_files(list(options["env_files"])), *options["env"]]
     env = units.merge_env(env, units.parse_env(given, dict(os.environ)))
     user = options["user"] or config.get("User") or "0"
@@ -54,9 +57,9 @@ def container_config(app: App, image, options: dict[str, Any]) -> dict[str, Any]
         raise HutchError(f"invalid --pids-limit {options['pids_limit']}: expected a positive number")
     if options["cpu_shares"] is not None and not 2 <= options["cpu_shares"] <= 262144:
         raise HutchError(f"invalid --cpu-shares {options['cpu_shares']}: expected 2 to 262144")
-    if options["volumes"] and os.environ.get("HUTCH_DENY_BINDS"):
+    if options["volumes"] and not remote_policy.binds_allowed():
         raise HutchError("host bind mounts (-v) are not allowed for remote clients on this host")
-    if options["cap_add"] and os.environ.get("HUTCH_REMOTE_CLIENT"):
+    if options["cap_add"] and remote_policy.is_remote():
         raise HutchError("--cap-add is not allowed for remote clients")
     workdir = options["workdir"] or config.get("WorkingDir") or "/"
     if not workdir.startswith("/"):
