@@ -1,4 +1,4 @@
-"""What a command may do when a remote client runs it through hutch-helper.
+"""Limits on commands that a remote client runs through hutch-helper.
 
 The remote helper runs `python -m hutch ARGV` for the client as its own
 user, with HUTCH_REMOTE_CLIENT set. Such a command may touch the store and
