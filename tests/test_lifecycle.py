@@ -220,3 +220,31 @@ def test_log_has_a_default_cap(hutch: Hutch, image: str):
     container_id = hutch.out("run", "-d", image, "true").strip()
     config = json.loads(hutch.out("inspect", container_id))[0]["HostConfig"]["LogConfig"]
     assert config["Config"]["max-size"] == str(100 * 1024 * 1024)
+
+
+def test_entrypoint_and_cmd_as_docker(hutch: Hutch, busybox_tar: Path):
+    hutch.out(
+        "import", str(busybox_tar), "busybox:ep",
+        "--change", 'ENTRYPOINT ["echo", "from-entrypoint"]', "--change", 'CMD ["default-arg"]',
+    )  # fmt: skip
+    assert hutch.out("run", "--rm", "busybox:ep") == "from-entrypoint default-arg\n"
+    assert hutch.out("run", "--rm", "busybox:ep", "given") == "from-entrypoint given\n"
+    assert hutch.out("run", "--rm", "--entrypoint", "printf", "busybox:ep", "x%sx", "y") == "xyx"
+
+
+def test_kill_with_named_signal(hutch: Hutch, image: str):
+    script = "trap 'exit 42' USR1; while :; do sleep 0.1; done"
+    container_id = hutch.out("run", "-d", image, "sh", "-c", script).strip()
+    time.sleep(0.5)
+    hutch.out("kill", "-s", "USR1", container_id)
+    assert hutch.out("wait", container_id).strip() == "42"
+    assert hutch.run("kill", "-s", "NOSUCH", container_id).returncode == 125
+
+
+def test_stop_uses_image_stop_signal(hutch: Hutch, busybox_tar: Path):
+    hutch.out("import", str(busybox_tar), "busybox:stopsig", "--change", "STOPSIGNAL SIGUSR2")
+    script = "trap 'exit 12' USR2; trap 'exit 15' TERM; while :; do sleep 0.1; done"
+    container_id = hutch.out("run", "-d", "busybox:stopsig", "sh", "-c", script).strip()
+    time.sleep(0.5)
+    hutch.out("stop", container_id)
+    assert hutch.out("wait", container_id).strip() == "12"
