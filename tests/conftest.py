@@ -51,6 +51,36 @@ def unprivileged_user():
             subprocess.run(["sleep", "0.1"], check=False)
         subprocess.run(["userdel", "--remove", name], check=False, capture_output=True)
         shutil.rmtree(user.runtime_dir, ignore_errors=True)
+        remove_empty_cgroups(f"hutch/{user.uid}")
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def remove_empty_cgroups(relative: str) -> None:
+    """rmdir RELATIVE in every hierarchy where it exists and holds no child cgroup."""
+    for directory in [*CGROUP_ROOT.glob(f"*/{relative}"), CGROUP_ROOT / relative]:
+        try:
+            directory.rmdir()  # fails, as it should, while a container cgroup is inside
+        except OSError:
+            pass
+
+
+@pytest.fixture(scope="session", autouse=True)
+def restore_cgroup_parents():
+    """Remove the hutch/ and hutch/0/ parents at the end if the session made them."""
+    existed = {path for path in CGROUP_ROOT.glob("*/hutch")} | {
+        path for path in CGROUP_ROOT.glob("*/hutch/0")
+    }
+    yield
+    if os.geteuid() != 0:
+        return
+    for path in [*CGROUP_ROOT.glob("*/hutch/0"), *CGROUP_ROOT.glob("*/hutch")]:
+        if path not in existed:
+            try:
+                path.rmdir()
+            except OSError:
+                pass
 
 
 @pytest.fixture

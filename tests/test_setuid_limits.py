@@ -102,3 +102,27 @@ def test_user_default_limits_from_policy(limited: Hutch, unprivileged_user: User
     container_id = limited.out("run", "-d", "box", "sleep", "60").strip()
     pids = Path(f"/sys/fs/cgroup/pids/hutch/{unprivileged_user.uid}/{container_id}/pids.max")
     assert pids.read_text().strip() == "256"
+
+
+def test_broken_policy_is_named(unprivileged_user: User, setuid_libexec: Path, busybox_tar: Path):
+    write_policy(
+        "user no-such-user-hutch memory=1g pids=10 cpus=1 containers=1\n"
+        f"user {unprivileged_user.name} memory=256m pids=256 cpus=1 containers=4\n"
+    )
+    instance = Hutch(
+        unprivileged_user.home / "store", unprivileged_user.runtime_dir / "hutch",
+        unprivileged_user, libexec=setuid_libexec,
+    )  # fmt: skip
+    try:
+        instance.out("import", "-", "box", input=busybox_tar.read_bytes())
+        result = instance.run("run", "--rm", "-m", "32m", "box", "true")
+        assert result.returncode == 125
+        message = result.stderr.decode()
+        assert message.count("\n") == 1
+        assert "no-such-user-hutch" in message
+        write_policy(f"user {unprivileged_user.name} memory=256m pids=256 cpus=1 containers=4\n")
+        # The helper probes again, so a mended policy works without a restart.
+        assert instance.run("run", "--rm", "-m", "32m", "box", "true").returncode == 0
+    finally:
+        instance.cleanup()
+        POLICY.unlink(missing_ok=True)

@@ -153,10 +153,13 @@ def translate(error: grpc.RpcError) -> HutchError:
             "hutch-helper did not respond in time; see `hutch helper status` and its log"
         )
     if details.startswith("cgroup-unavailable:"):
-        controllers = details.partition(":")[2]
+        controllers, _, reason = details.partition(":")[2].partition("|")
+        if reason:
+            return HutchError(f"the {controllers} limit cannot be set: {reason}")
         return HutchError(
             f"the {controllers} limit needs a cgroup that uid {os.geteuid()} can write, and this "
             "host has none; run without the limit, or have an administrator install "
-            "hutch-cgroup setuid (README: Limits for non-root users)"
+            "hutch-cgroup setuid and name you in /etc/hutch/policy (README: Limits for "
+            "non-root users)"
         )
     return HutchError(details, code)

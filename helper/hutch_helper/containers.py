@@ -150,7 +150,9 @@ class Manager:
     def _probe_cgroups(self) -> tuple[str, set[str]]:
         result = self._cgroup("--probe")
         layout, writable = "unknown", set()
+        self.probe_error = ""
         if result.returncode != 0:
+            self.probe_error = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ""
             logger.warning("hutch-cgroup --probe failed: %s", result.stderr.strip())
             return layout, writable
         for line in result.stdout.splitlines():
@@ -264,7 +266,16 @@ class Manager:
         self, record: Record, request: helper_pb2.StartContainerRequest, io: plan.Io
     ) -> plan.Plan:
         if not request.join_container_id:
-            return plan.build(request, self.libexec, self.writable_controllers, io)
+            try:
+                return plan.build(request, self.libexec, self.writable_controllers, io)
+            except plan.CgroupUnavailable as error:
+                # An administrator may have installed hutch-cgroup setuid or
+                # changed the policy since the last probe: look again once.
+                self.cgroup_layout, self.writable_controllers = self._probe_cgroups()
+                if set(error.controllers) & self.writable_controllers:
+                    return plan.build(request, self.libexec, self.writable_controllers, io)
+                error.reason = self.probe_error
+                raise
         container = self.get(plan.check_id(request.join_container_id))
         if container.status != "running" or container.parent_id:
             raise ProcessLookupError(request.join_container_id)

@@ -293,6 +293,7 @@ def _needed_controllers(limits: helper_pb2.Limits) -> set[str]:
 class CgroupUnavailable(Exception):
     """A limit was requested for a controller this user cannot write."""
 
-    def __init__(self, controllers: list[str]) -> None:
+    def __init__(self, controllers: list[str], reason: str = "") -> None:
         super().__init__(", ".join(controllers))
         self.controllers = controllers
+        self.reason = reason  # why hutch-cgroup --probe failed, if it did

@@ -54,7 +54,11 @@ def mapped_errors(method: Handler) -> Handler:
         except plan.InvalidRequest as error:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
         except plan.CgroupUnavailable as error:
-            _abort(context, grpc.StatusCode.FAILED_PRECONDITION, f"cgroup-unavailable:{error}")
+            _abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"cgroup-unavailable:{error}|{error.reason}",
+            )
         except StartFailed as error:
             context.set_trailing_metadata(((EXIT_CODE_KEY, str(error.exit_code)),))
             _abort(context, grpc.StatusCode.ABORTED, str(error))
