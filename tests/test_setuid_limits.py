@@ -94,7 +94,9 @@ def test_user_limit_above_ceiling_is_125(limited: Hutch):
     before = limited.out("ps", "-aq")
     result = limited.run("run", "-m", "1g", "box", "true")
     assert result.returncode == 125
-    assert result.stderr.decode().count("\n") == 1
+    message = result.stderr.decode()
+    assert message.count("\n") == 1
+    assert "-m/--memory 1g is above your ceiling of 256m" in message
     assert limited.out("ps", "-aq") == before
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import select
 import signal
 import subprocess
@@ -32,6 +33,30 @@ START_TIMEOUT_SECONDS = 30.0
 REMOVE_DELAY_SECONDS = 2.0
 REMOVE_ATTEMPTS = 50
 MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with the terminating NUL
+
+
+CEILING_ERROR = re.compile(
+    r"hutch-cgroup: --(memory|memory-swap|pids) (\d+) is above the ceiling of (\d+) in (.*)"
+)
+CEILING_OPTIONS = {"memory": "-m/--memory", "memory-swap": "--memory-swap", "pids": "--pids-limit"}
+
+
+def _size_text(number: int) -> str:
+    for unit, suffix in ((1 << 30, "g"), (1 << 20, "m"), (1 << 10, "k")):
+        if number % unit == 0:
+            return f"{number // unit}{suffix}"
+    return str(number)
+
+
+def explain_start_error(message: str) -> str:
+    """Say a policy ceiling error in the CLI's terms rather than hutch-cgroup's flags."""
+    match = CEILING_ERROR.fullmatch(message)
+    if match is None:
+        return message
+    kind, value, ceiling, where = match.groups()
+    if kind != "pids":
+        value, ceiling = _size_text(int(value)), _size_text(int(ceiling))
+    return f"{CEILING_OPTIONS[kind]} {value} is above your ceiling of {ceiling}, set in {where}"
 
 
 class StartFailed(Exception):
@@ -356,7 +381,7 @@ class Manager:
             if record.uses_cgroup:
                 self._remove_cgroup(record.id)
             logger.info("container %s failed to start: %s", record.id[:12], message)
-            raise StartFailed(message, code if code in (126, 127) else 125)
+            raise StartFailed(explain_start_error(message), code if code in (126, 127) else 125)
         try:
             record.pidfd = os.pidfd_open(pid)
         except OSError:
