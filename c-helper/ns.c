@@ -80,21 +80,6 @@ int connect_stdio(const struct spawn_plan *plan, const struct spawn_pipes *pipes
 	return 0;
 }
 
-/* Undo what the monitor set up for itself: the blocked signal mask and dispositions. */
-static int reset_signals(struct hutch_error *err)
-{
-	sigset_t none;
-
-	for (int sig = 1; sig < NSIG; sig++) {
-		if (sig != SIGKILL && sig != SIGSTOP)
-			signal(sig, SIG_DFL);
-	}
-	sigemptyset(&none);
-	if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
-		return err_sys(err, errno, "sigprocmask", NULL);
-	return 0;
-}
-
 static int change_directory(const char *cwd, struct hutch_error *err)
 {
 	char buf[4096];

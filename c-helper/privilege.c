@@ -73,20 +73,6 @@ static int reject_loader_variables(struct hutch_error *err)
 	return 0;
 }
 
-static int reset_signals(struct hutch_error *err)
-{
-	sigset_t none;
-
-	for (int sig = 1; sig < NSIG; sig++) {
-		if (sig != SIGKILL && sig != SIGSTOP)
-			signal(sig, SIG_DFL);
-	}
-	sigemptyset(&none);
-	if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
-		return err_sys(err, errno, "sigprocmask", NULL);
-	return 0;
-}
-
 int harden_process(struct caller *caller, struct hutch_error *err)
 {
 	caller->uid = getuid();
@@ -152,7 +138,7 @@ int keep_declared_fds(const struct cgroup_request *req, struct hutch_error *err)
 	return 0;
 }
 
-/* Fail unless the process holds no capability in any set. */
+/* Fail unless every capability set of the process is empty. */
 static int check_no_capabilities(struct hutch_error *err)
 {
 	struct __user_cap_header_struct header = { _LINUX_CAPABILITY_VERSION_3, 0 };

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -250,4 +251,20 @@ void print_option_names(const struct option_def *table, size_t count)
 {
 	for (size_t i = 0; i < count; i++)
 		printf("%s\n", table[i].name);
+}
+
+/* Restore default dispositions for every signal and unblock them all, so that
+ * nothing a caller or the monitor set up carries over into the next program. */
+int reset_signals(struct hutch_error *err)
+{
+	sigset_t none;
+
+	for (int sig = 1; sig < NSIG; sig++) {
+		if (sig != SIGKILL && sig != SIGSTOP)
+			signal(sig, SIG_DFL);
+	}
+	sigemptyset(&none);
+	if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
+		return err_sys(err, errno, "sigprocmask", NULL);
+	return 0;
 }

@@ -46,6 +46,9 @@ void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noretu
 ssize_t read_retry(int fd, void *buf, size_t len);
 int write_all(int fd, const void *buf, size_t len);
 
+/* Reset every signal disposition to the default and unblock all signals. */
+int reset_signals(struct hutch_error *err);
+
 /* Write the string TEXT to NAME under DIRFD (O_WRONLY, no symlink following). */
 int write_file_at(int dirfd, const char *name, const char *text, bool create,
 		  struct hutch_error *err);

@@ -58,7 +58,7 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 def remove_empty_cgroups(relative: str) -> None:
-    """rmdir RELATIVE in every hierarchy where it exists and holds no child cgroup."""
+    """rmdir RELATIVE in every hierarchy where it exists and has no child cgroup."""
     for directory in [*CGROUP_ROOT.glob(f"*/{relative}"), CGROUP_ROOT / relative]:
         try:
             directory.rmdir()  # fails, as it should, while a container cgroup is inside

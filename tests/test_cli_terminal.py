@@ -108,7 +108,7 @@ def test_exec_it_joins_container(hutch: Hutch, image: str):
     container_id = hutch.out("run", "-d", "--hostname", "inner", image, "sleep", "100").strip()
     terminal = Terminal(hutch, ["exec", "-it", container_id, "sh"])
     try:
-        # busybox ash asks for the cursor position first and drops input typed
+        # busybox ash queries the cursor position first and drops input typed
         # before its prompt, as it would for a person typing ahead.
         terminal.read_until(b"# ")
         terminal.send(b"hostname; cat /proc/1/cmdline; echo; exit\r")

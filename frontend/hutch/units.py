@@ -189,7 +189,7 @@ DEFAULT_LOG_MAX_BYTES = 100 * 1024 * 1024
 
 
 def parse_log_options(items: list[str]) -> dict[str, str]:
-    """Parse --log-opt NAME=VALUE items; max-size is the one hutch knows."""
+    """Parse --log-opt NAME=VALUE items; max-size is the only one supported."""
     options: dict[str, str] = {"max-size": str(DEFAULT_LOG_MAX_BYTES)}
     for item in items:
         name, equals, value = item.partition("=")

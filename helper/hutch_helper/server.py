@@ -105,7 +105,7 @@ class Service(helper_pb2_grpc.HelperServicer):
     @mapped_errors
     def ReadLogs(self, request, context) -> Iterator[helper_pb2.LogChunk]:
         record = self.manager.get(plan.check_id(request.id))
-        wanted = {
+        streams = {
             name
             for name, on in (("stdout", request.stdout), ("stderr", request.stderr))
             if on or not (request.stdout or request.stderr)
@@ -114,7 +114,7 @@ class Service(helper_pb2_grpc.HelperServicer):
         if rotated.exists():
             with open(rotated, "rb") as older:
                 for entry in read_records(older):
-                    if entry.stream in wanted:
+                    if entry.stream in streams:
                         yield helper_pb2.LogChunk(
                             stream=STREAMS[entry.stream],
                             data=entry.data,
@@ -131,7 +131,7 @@ class Service(helper_pb2_grpc.HelperServicer):
                 wait_ended=lambda timeout: record.ended.wait(timeout) or not context.is_active(),
             )
             for entry in records:
-                if entry.stream in wanted:
+                if entry.stream in streams:
                     yield helper_pb2.LogChunk(
                         stream=STREAMS[entry.stream],
                         data=entry.data,
@@ -335,7 +335,7 @@ def serve(runtime: Path, remote_options: RemoteOptions | None = None) -> int:
             raise HutchError(
                 f"another hutch-helper serves {runtime}; stop it (hutch helper stop) and try again"
             ) from None
-        logger.info("another hutch-helper holds %s; exiting", runtime / "helper.lock")
+        logger.info("another hutch-helper has the lock %s; exiting", runtime / "helper.lock")
         return 0
     socket_file = runtime / paths.SOCKET_NAME
     if _socket_answers(socket_file):

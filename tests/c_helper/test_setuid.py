@@ -76,7 +76,7 @@ def setuid_install():
 
 @pytest.fixture
 def write_policy(setuid_install):
-    """Write /etc/hutch/policy (root, 0644 unless told); the earlier state returns afterwards."""
+    """Write /etc/hutch/policy (root, 0644 unless MODE is given); the earlier state returns afterwards."""
     state = PolicyState()
 
     def write(text: str, mode: int = 0o644) -> None:
@@ -404,7 +404,7 @@ def test_caller_fd_reaches_spawn_only_when_kept(setuid_install, write_policy, un
     write_policy(f"user {user.name} {GENEROUS}\n")
     lost_id, kept_id = cgroup_ids(user.uid), cgroup_ids(user.uid)
     read_end, write_end = os.pipe()
-    # hutch-spawn checks that --log-fd is open, which tells whether the fd got through.
+    # hutch-spawn checks that --log-fd is open, which shows whether the fd got through.
     program = spawn_args(user_rootfs, "/bin/echo", "through")
     separator = program.index("--", 1)
     program[separator:separator] = ["--log-fd", str(write_end)]

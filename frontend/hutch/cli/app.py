@@ -5,13 +5,10 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import sys
 from pathlib import Path
-from typing import NoReturn
 
 import click
 
-from hutch.errors import HutchError
 
 logger = logging.getLogger("hutch")
 
@@ -47,9 +44,3 @@ class App:
     def warn(self, text: str) -> None:
         click.echo(f"hutch: warning: {text}", err=True)
 
-    def abort(self, message: str, code: int = 125) -> NoReturn:
-        raise HutchError(message, code)
-
-    @staticmethod
-    def binary_stdout():
-        return sys.stdout.buffer
